@@ -1,0 +1,196 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/coffer-dbaas/coffer/db/store"
+	"github.com/coffer-dbaas/coffer/functions"
+	"github.com/coffer-dbaas/coffer/functions/agentapi"
+	"github.com/coffer-dbaas/coffer/internal/auth"
+	"github.com/coffer-dbaas/coffer/internal/provider/local"
+	"github.com/coffer-dbaas/coffer/internal/tlsca"
+	"github.com/coffer-dbaas/coffer/jobs"
+)
+
+// Roles selects what a process runs.
+type Roles struct {
+	API    bool // public API and agent API
+	Worker bool // River workers (lifecycle jobs)
+	// Seed creates the catalog and the demo project (all-in-one only).
+	Seed bool
+}
+
+// Run runs the given roles until ctx ends. ready, if not nil, is called
+// with what a user needs once everything serves.
+func Run(ctx context.Context, cfg Config, roles Roles, logger *slog.Logger, ready func(Ready)) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	database, err := OpenDatabase(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := database.Close(stopCtx); err != nil {
+			logger.Error("stop embedded postgres", "err", err)
+		}
+	}()
+	pool := database.Pool
+
+	var creds Credentials
+	if roles.Seed {
+		if err := SeedCatalog(ctx, pool); err != nil {
+			return err
+		}
+		if creds, err = SeedDemoProject(ctx, pool, cfg.DataDir, cfg.DemoProject); err != nil {
+			return err
+		}
+	}
+
+	ca, err := tlsca.LoadOrCreate(filepath.Join(cfg.DataDir, "tls"), cfg.tlsHosts())
+	if err != nil {
+		return fmt.Errorf("agent channel certificates: %w", err)
+	}
+
+	var apiLn, agentLn net.Listener
+	if roles.API {
+		if apiLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+		defer apiLn.Close()
+		if agentLn, err = net.Listen("tcp", cfg.AgentListen); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.AgentListen, err)
+		}
+		defer agentLn.Close()
+		if cfg.AgentAPIURL == "" {
+			cfg.AgentAPIURL = "https://" + agentLn.Addr().String()
+		}
+	}
+	if cfg.AgentAPIURL == "" {
+		return errors.New("COFFER_AGENT_API_URL must be set for a worker without the API role")
+	}
+
+	riverCfg := &river.Config{Logger: logger}
+	if roles.Worker {
+		prov, err := local.New(local.Config{Root: cfg.LocalRoot, AgentCommand: cfg.AgentCommand, AddressPrefix: cfg.LocalAddresses, Logger: logger})
+		if err != nil {
+			return fmt.Errorf("local provider: %w", err)
+		}
+		riverCfg = jobs.Config(&jobs.Deps{
+			Pool: pool, Provider: prov, AgentAPIURL: cfg.AgentAPIURL, AgentCACert: string(ca.CACertPEM),
+			BuildTimeout: cfg.BuildTimeout, Logger: logger,
+		}, cfg.MaxWorkers)
+	}
+	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverCfg)
+	if err != nil {
+		return fmt.Errorf("river client: %w", err)
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	if roles.Worker {
+		if err := riverClient.Start(ctx); err != nil {
+			return fmt.Errorf("start workers: %w", err)
+		}
+		g.Go(func() error {
+			<-ctx.Done()
+			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			return riverClient.Stop(stopCtx)
+		})
+	}
+
+	if roles.API {
+		hub := agentapi.NewHub(pool.Config().ConnConfig, logger)
+		g.Go(func() error { return hub.Run(ctx) })
+
+		public := &http.Server{Handler: functions.Handler(&functions.Deps{
+			Pool: pool, River: riverClient, Auth: &auth.Builtin{Queries: store.New(pool)},
+			Region: cfg.Region, DefaultDatastore: cfg.DefaultDatastore, MaxVolumeGB: cfg.MaxVolumeGB, Logger: logger,
+		}), ReadHeaderTimeout: 10 * time.Second}
+		agentSrv := &http.Server{Handler: (&agentapi.Server{Pool: pool, River: riverClient, Hub: hub, Logger: logger}).Handler(),
+			TLSConfig: ca.ServerTLSConfig(), ReadHeaderTimeout: 10 * time.Second}
+
+		serve := func(srv *http.Server, ln net.Listener, tls bool) {
+			g.Go(func() error {
+				var err error
+				if tls {
+					err = srv.ServeTLS(ln, "", "")
+				} else {
+					err = srv.Serve(ln)
+				}
+				if errors.Is(err, http.ErrServerClosed) {
+					return nil
+				}
+				return err
+			})
+			g.Go(func() error {
+				<-ctx.Done()
+				stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				// Parked long-polls end with the process; agents reconnect.
+				_ = srv.Shutdown(stopCtx)
+				return srv.Close()
+			})
+		}
+		serve(public, apiLn, false)
+		serve(agentSrv, agentLn, true)
+		select {
+		case <-hub.Ready():
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+			logger.Warn("agent command listener not connected yet; long-polls fall back to their timeout")
+		}
+	}
+
+	if ready != nil && ctx.Err() == nil {
+		r := Ready{Credentials: creds, DataDir: cfg.DataDir}
+		if apiLn != nil {
+			r.Endpoint = "http://" + apiLn.Addr().String()
+			r.AgentEndpoint = "https://" + agentLn.Addr().String()
+		}
+		if roles.Seed && apiLn != nil {
+			r.MemberRC = filepath.Join(cfg.DataDir, "openrc")
+			r.AdminRC = filepath.Join(cfg.DataDir, "openrc-admin")
+			if err := WriteOpenRC(r.MemberRC, r.Endpoint, creds.ProjectID, creds.MemberToken); err != nil {
+				return err
+			}
+			if err := WriteOpenRC(r.AdminRC, r.Endpoint, creds.ProjectID, creds.AdminToken); err != nil {
+				return err
+			}
+		}
+		ready(r)
+	}
+	return g.Wait()
+}
+
+// Ready is what a started process tells its user.
+type Ready struct {
+	Endpoint      string
+	AgentEndpoint string
+	DataDir       string
+	Credentials   Credentials
+	MemberRC      string
+	AdminRC       string
+}
+
+func (c Config) tlsHosts() []string {
+	hosts := append([]string{}, c.TLSHosts...)
+	if h, _, err := net.SplitHostPort(c.AgentListen); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	return hosts
+}
