@@ -46,7 +46,7 @@ type datastoreInput struct {
 type datastoreVersionInput struct {
 	TenantPath
 	Datastore string `path:"datastore" doc:"Datastore name or id" maxLength:"255"`
-	Version string `path:"version" doc:"Version name, number or id" maxLength:"255"`
+	Version   string `path:"version" doc:"Version name, number or id" maxLength:"255"`
 }
 
 // Datastores serves the datastore catalog: engines and their versions.

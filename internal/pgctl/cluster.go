@@ -204,9 +204,9 @@ func (c *Cluster) Init(ctx context.Context) error {
 		return fmt.Errorf("init postgres %s: %w", r.dataDir, err)
 	}
 
-	// rename(2) replaces an empty directory, so a DataDir the caller made
-	// (or a mount point's empty subdirectory) is fine.
-	if err := os.Rename(staging, r.dataDir); err != nil {
+	// rename(2) replaces an empty directory, so an empty DataDir the
+	// caller made is fine. (os.Rename refuses any existing directory.)
+	if err := syscall.Rename(staging, r.dataDir); err != nil {
 		return fmt.Errorf("init postgres %s: move initialised cluster into place: %w", r.dataDir, err)
 	}
 	if err := syncDir(parent); err != nil {

@@ -261,6 +261,10 @@ func TestTCPListener(t *testing.T) {
 	defer cancel()
 	c := newCluster(t)
 	c.ListenAddresses = "127.0.0.1"
+	// An empty data directory made by the caller is fine.
+	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Init(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -93,17 +93,19 @@ func fakeAgent() {
 		cmd.Env = append(os.Environ(), "COFFER_FAKE_AGENT=0", "COFFER_FAKE_DATASTORE=1")
 		datastores = append(datastores, cmd)
 	}
-	for _, cmd := range datastores {
+	for i, cmd := range datastores {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := cmd.Start(); err != nil {
 			fail(err)
 		}
+		// The stubborn one announces itself once it ignores SIGINT.
+		if i == 0 {
+			name := filepath.Join(cfg.DataDir, "datastore0.pid")
+			if err := writeFileAtomic(name, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+				fail(err)
+			}
+		}
 		cmd.Process.Release()
-	}
-	// The stubborn one announces itself once it ignores SIGINT.
-	name := filepath.Join(cfg.DataDir, "datastore0.pid")
-	if err := writeFileAtomic(name, []byte(strconv.Itoa(datastores[0].Process.Pid)), 0o644); err != nil {
-		fail(err)
 	}
 
 	for sig := range sigs {
