@@ -19,7 +19,7 @@ import (
 	"github.com/coffer-dbaas/coffer/db/store"
 	"github.com/coffer-dbaas/coffer/functions"
 	"github.com/coffer-dbaas/coffer/internal/auth"
-	"github.com/coffer-dbaas/coffer/internal/controlplane"
+	"github.com/coffer-dbaas/coffer/internal/seed"
 	"github.com/coffer-dbaas/coffer/internal/testdb"
 )
 
@@ -38,7 +38,7 @@ func newAPI(t testing.TB) *apiFixture {
 	t.Helper()
 	ctx := context.Background()
 	pool := testdb.New(t)
-	if err := controlplane.SeedCatalog(ctx, pool); err != nil {
+	if err := seed.Catalog(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
 	f := &apiFixture{pool: pool, projectA: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", projectB: "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}
@@ -178,7 +178,7 @@ func TestCatalog(t *testing.T) {
 	f := newAPI(t)
 	base := "/v1.0/" + f.projectA
 	code, body := f.do(t, "GET", base+"/flavors", f.tokenA, "")
-	if code != 200 || len(body["flavors"].([]any)) != len(controlplane.Flavors) {
+	if code != 200 || len(body["flavors"].([]any)) != len(seed.Flavors) {
 		t.Fatalf("flavors: %d %v", code, body)
 	}
 	fl := body["flavors"].([]any)[0].(map[string]any)

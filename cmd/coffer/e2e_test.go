@@ -22,7 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/coffer-dbaas/coffer/internal/controlplane"
+	"github.com/coffer-dbaas/coffer/internal/seed"
 )
 
 // coffer is a running all-in-one process (the real binary, `coffer run`),
@@ -32,7 +32,7 @@ type coffer struct {
 	cmd     *exec.Cmd
 	dataDir string
 	url     string
-	creds   controlplane.Credentials
+	creds   seed.Credentials
 	log     *syncBuffer
 }
 

@@ -22,7 +22,7 @@ import (
 	"github.com/coffer-dbaas/coffer/db/store"
 	"github.com/coffer-dbaas/coffer/functions/agentapi"
 	"github.com/coffer-dbaas/coffer/internal/auth"
-	"github.com/coffer-dbaas/coffer/internal/controlplane"
+	"github.com/coffer-dbaas/coffer/internal/seed"
 	"github.com/coffer-dbaas/coffer/internal/testdb"
 )
 
@@ -44,7 +44,7 @@ func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pool := testdb.New(t)
-	if err := controlplane.SeedCatalog(ctx, pool); err != nil {
+	if err := seed.Catalog(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := store.New(pool).UpsertProject(ctx, store.UpsertProjectParams{ID: "p1", Name: "p1"}); err != nil {

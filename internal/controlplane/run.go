@@ -20,6 +20,7 @@ import (
 	"github.com/coffer-dbaas/coffer/functions/agentapi"
 	"github.com/coffer-dbaas/coffer/internal/auth"
 	"github.com/coffer-dbaas/coffer/internal/provider/local"
+	"github.com/coffer-dbaas/coffer/internal/seed"
 	"github.com/coffer-dbaas/coffer/internal/tlsca"
 	"github.com/coffer-dbaas/coffer/jobs"
 )
@@ -51,12 +52,12 @@ func Run(ctx context.Context, cfg Config, roles Roles, logger *slog.Logger, read
 	}()
 	pool := database.Pool
 
-	var creds Credentials
+	var creds seed.Credentials
 	if roles.Seed {
-		if err := SeedCatalog(ctx, pool); err != nil {
+		if err := seed.Catalog(ctx, pool); err != nil {
 			return err
 		}
-		if creds, err = SeedDemoProject(ctx, pool, cfg.DataDir, cfg.DemoProject); err != nil {
+		if creds, err = seed.DemoProject(ctx, pool, cfg.DataDir, cfg.DemoProject); err != nil {
 			return err
 		}
 	}
@@ -165,10 +166,10 @@ func Run(ctx context.Context, cfg Config, roles Roles, logger *slog.Logger, read
 		if roles.Seed && apiLn != nil {
 			r.MemberRC = filepath.Join(cfg.DataDir, "openrc")
 			r.AdminRC = filepath.Join(cfg.DataDir, "openrc-admin")
-			if err := WriteOpenRC(r.MemberRC, r.Endpoint, creds.ProjectID, creds.MemberToken); err != nil {
+			if err := seed.WriteOpenRC(r.MemberRC, r.Endpoint, creds.ProjectID, creds.MemberToken); err != nil {
 				return err
 			}
-			if err := WriteOpenRC(r.AdminRC, r.Endpoint, creds.ProjectID, creds.AdminToken); err != nil {
+			if err := seed.WriteOpenRC(r.AdminRC, r.Endpoint, creds.ProjectID, creds.AdminToken); err != nil {
 				return err
 			}
 		}
@@ -182,7 +183,7 @@ type Ready struct {
 	Endpoint      string
 	AgentEndpoint string
 	DataDir       string
-	Credentials   Credentials
+	Credentials   seed.Credentials
 	MemberRC      string
 	AdminRC       string
 }

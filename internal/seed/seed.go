@@ -1,4 +1,7 @@
-package controlplane
+// Package seed fills a fresh control plane with what the embedded default
+// offers: the datastore catalog, flavors, and a demo project with an admin
+// and a member token. Every function is idempotent.
+package seed
 
 import (
 	"context"
@@ -23,8 +26,8 @@ import (
 // seedNamespace makes seeded ids stable across restarts and databases.
 var seedNamespace = uuid.MustParse("6f1d3a52-8c1e-4b0e-9d55-2f6a3c1b7e90")
 
-// SeedFlavor is a flavor the embedded default offers.
-type SeedFlavor struct {
+// Flavor is a flavor the embedded default offers.
+type Flavor struct {
 	ID    string
 	Name  string
 	RAMMB int
@@ -32,17 +35,17 @@ type SeedFlavor struct {
 }
 
 // Flavors seeded for the embedded default.
-var Flavors = []SeedFlavor{
+var Flavors = []Flavor{
 	{"1", "m1.tiny", 512, 1},
 	{"2", "m1.small", 1024, 1},
 	{"3", "m1.medium", 2048, 2},
 	{"4", "m1.large", 4096, 4},
 }
 
-// SeedCatalog creates (or refreshes) the datastores and flavors:
+// Catalog creates (or refreshes) the datastores and flavors:
 // PostgreSQL active at the machine's major version; MariaDB and Redis
 // listed but inactive until their drivers exist.
-func SeedCatalog(ctx context.Context, pool *pgxpool.Pool) error {
+func Catalog(ctx context.Context, pool *pgxpool.Pool) error {
 	pgMajor := "15"
 	if bin, err := pgctl.FindBinDir(); err == nil {
 		// /usr/lib/postgresql/<major>/bin
@@ -100,10 +103,10 @@ type Credentials struct {
 	MemberToken string `json:"member_token"`
 }
 
-// SeedDemoProject creates the demo project and its admin and member tokens
+// DemoProject creates the demo project and its admin and member tokens
 // (once; later calls re-register the stored tokens, e.g. after the
 // database was replaced).
-func SeedDemoProject(ctx context.Context, pool *pgxpool.Pool, dataDir, name string) (Credentials, error) {
+func DemoProject(ctx context.Context, pool *pgxpool.Pool, dataDir, name string) (Credentials, error) {
 	path := filepath.Join(dataDir, "credentials.json")
 	var c Credentials
 	b, err := os.ReadFile(path)
