@@ -167,9 +167,13 @@ func (c *Cluster) Init(ctx context.Context) error {
 		return fmt.Errorf("init postgres %s: %w", r.dataDir, err)
 	}
 
-	staging := r.dataDir + ".initdb"
-	if err := os.RemoveAll(staging); err != nil { // left by an interrupted Init
-		return fmt.Errorf("init postgres %s: remove stale %s: %w", r.dataDir, staging, err)
+	// Fixed names next to DataDir, so that whatever an interrupted Init
+	// left behind (including the password file) is removed by the next.
+	staging, pwfile := r.dataDir+".initdb", r.dataDir+".initdb-pw"
+	for _, stale := range []string{staging, pwfile} {
+		if err := os.RemoveAll(stale); err != nil {
+			return fmt.Errorf("init postgres %s: remove stale %s: %w", r.dataDir, stale, err)
+		}
 	}
 	if err := os.Mkdir(staging, 0o700); err != nil {
 		return fmt.Errorf("init postgres %s: %w", r.dataDir, err)
@@ -180,8 +184,7 @@ func (c *Cluster) Init(ctx context.Context) error {
 
 	// The password goes to initdb in a file only the account can read,
 	// never on the command line where any user's ps would show it.
-	pwfile, err := writePasswordFile(parent, c.SuperPassword, r.acct)
-	if err != nil {
+	if err := writePasswordFile(pwfile, c.SuperPassword, r.acct); err != nil {
 		return fmt.Errorf("init postgres %s: %w", r.dataDir, err)
 	}
 	defer os.Remove(pwfile)
@@ -249,25 +252,24 @@ var initLocale = sync.OnceValue(func() string {
 	return "C"
 })
 
-func writePasswordFile(dir, password string, acct *account) (string, error) {
-	f, err := os.CreateTemp(dir, ".pgctl-pw-*")
+func writePasswordFile(path, password string, acct *account) error {
+	// Created 0600 before anything is written; O_EXCL: not through a link.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("create password file: %w", err)
+		return fmt.Errorf("create password file: %w", err)
 	}
-	name := f.Name()
-	// CreateTemp makes it 0600 before anything is written.
 	_, err = io.WriteString(f, password+"\n")
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = acct.chown(name)
+		err = acct.chown(path)
 	}
 	if err != nil {
-		os.Remove(name)
-		return "", fmt.Errorf("write password file: %w", err)
+		os.Remove(path)
+		return fmt.Errorf("write password file: %w", err)
 	}
-	return name, nil
+	return nil
 }
 
 // Start starts the server and waits until it accepts connections (pg_ctl

@@ -120,7 +120,7 @@ func (d *Driver) cluster(password string) *pgctl.Cluster {
 	return &pgctl.Cluster{
 		DataDir:         filepath.Join(d.dataDir, pgdataDir),
 		SocketDir:       filepath.Join(d.dataDir, runDir),
-		ListenAddresses: d.cfg.ListenAddress,
+		ListenAddresses: d.cfg.ListenAddress, // "" → the socket only
 		Port:            d.port,
 		SuperUser:       AdminUser,
 		SuperPassword:   password,
