@@ -100,6 +100,9 @@ type Agent struct {
 	// results remembers recently completed commands; only the poll loop
 	// touches it.
 	results *resultCache
+	// beatNow asks for a heartbeat at once: after a command, the status
+	// and volume use it changed should not wait for the next interval.
+	beatNow chan struct{}
 
 	// Timing knobs; see the defaults above. Tests set them before Run.
 	pollWaitMin          time.Duration
@@ -129,6 +132,7 @@ func New(cfg protocol.AgentConfig, drv driver.Driver, logger *slog.Logger, opts 
 	}
 
 	a := &Agent{
+		beatNow:              make(chan struct{}, 1),
 		drv:                  drv,
 		logger:               logger.With("instance_id", cfg.InstanceID),
 		results:              newResultCache(defaultResultCacheSize),

@@ -8,8 +8,8 @@ import (
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 )
 
-// heartbeatLoop sends a heartbeat at once and then every interval until
-// ctx ends. A failed heartbeat is logged and the next tick tries again:
+// heartbeatLoop sends a heartbeat at once, then every interval and after
+// every command, until ctx ends. A failed heartbeat is logged and the next tick tries again:
 // heartbeats are snapshots, so there is nothing to catch up on.
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	for {
@@ -27,6 +27,8 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-a.beatNow:
+			t.Stop()
 		}
 	}
 }

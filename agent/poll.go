@@ -130,6 +130,10 @@ func (a *Agent) handle(ctx context.Context, cmd protocol.Command) {
 	if err := a.postResult(ctx, log, cmd.ID, res); err != nil && ctx.Err() == nil {
 		log.Error("result not delivered", "error", err)
 	}
+	select {
+	case a.beatNow <- struct{}{}:
+	default: // one is already due
+	}
 }
 
 // postResult posts res until the server takes it, ctx ends, or the server

@@ -264,6 +264,18 @@ func TestEndToEndPostgreSQLInstance(t *testing.T) {
 	if !strings.HasPrefix(ip, "127.") {
 		t.Fatalf("ip = %v", ip)
 	}
+	// The agent reports right after a command, not only on its interval.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, body := c.api(t, "GET", "/instances/"+id, c.creds.MemberToken, "")
+		if used, _ := body["instance"].(map[string]any)["volume"].(map[string]any)["used"].(float64); used > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("volume.used not reported after prepare: %v", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	// The created user reaches the created database on the instance's own
 	// address and standard port, and can run SQL there.

@@ -27,7 +27,8 @@ var (
 	// agentSettle is how old an agent must be before it is sent SIGHUP. A
 	// Go program dies of SIGHUP until it calls signal.Notify, so an agent
 	// signalled in its first milliseconds (two CreateServer calls in quick
-	// succession) would be killed instead of reloaded.
+	// succession) would be killed instead of reloaded. A guess, but a
+	// generous one: a Go binary gets to main in milliseconds.
 	agentSettle = time.Second
 	// pollInterval paces the waits for processes to exit.
 	pollInterval = 25 * time.Millisecond
@@ -94,17 +95,45 @@ func (p *Provider) startAgent(dir string) (int, error) {
 	return pid, nil
 }
 
-// reloadAgent tells a running agent to re-read its configuration.
-func (p *Provider) reloadAgent(ctx context.Context, pid int) error {
-	if age, err := processAge(pid); err == nil && age < agentSettle {
-		if err := sleep(ctx, agentSettle-age); err != nil {
-			return fmt.Errorf("reload agent: %w", err)
+// ensureAgent makes sure the instance's agent runs with the configuration
+// just written: it tells a running agent to reload it, or starts one. The
+// caller holds the instance lock.
+func (p *Provider) ensureAgent(ctx context.Context, dir string) (pid int, started bool, err error) {
+	configPath, pidPath := filepath.Join(dir, "agent.json"), filepath.Join(dir, "agent.pid")
+	for range 3 {
+		pid, err := p.runningAgent(dir)
+		if err != nil {
+			return 0, false, err
 		}
+		if pid == 0 {
+			pid, err := p.startAgent(dir)
+			return pid, true, err
+		}
+		// A Go program dies of SIGHUP until it calls signal.Notify: give a
+		// young agent time to get there.
+		if age, err := processAge(pid); err == nil && age < agentSettle {
+			if err := sleep(ctx, agentSettle-age); err != nil {
+				return 0, false, fmt.Errorf("reload agent: %w", err)
+			}
+		}
+		// Look again: the agent may have exited meanwhile, or what the scan
+		// found was a child of the agent caught between fork and exec
+		// (it shows its parent's arguments until it becomes the datastore).
+		if !isAgent(pid, configPath) {
+			continue
+		}
+		if readPID(pidPath) != pid {
+			// Found by scanning /proc: record it for the next call.
+			if err := writeFileAtomic(pidPath, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+				return 0, false, fmt.Errorf("write agent pid: %w", err)
+			}
+		}
+		if err := sendSignal(pid, syscall.SIGHUP); err != nil {
+			return 0, false, fmt.Errorf("reload agent: %w", err)
+		}
+		return pid, false, nil
 	}
-	if err := sendSignal(pid, syscall.SIGHUP); err != nil {
-		return fmt.Errorf("reload agent: %w", err)
-	}
-	return nil
+	return 0, false, errors.New("agent keeps exiting")
 }
 
 // stopAgent stops the instance's agent: SIGTERM, then SIGKILL if it has not

@@ -35,7 +35,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/coffer-dbaas/coffer/agent/protocol"
@@ -178,14 +177,13 @@ func (p *Provider) createServer(ctx context.Context, spec provider.ServerSpec) (
 		return provider.Server{}, err
 	}
 
-	pidPath := filepath.Join(dir, "agent.pid")
 	cfg := spec.Agent
 	cfg.InstanceID = spec.InstanceID
 	cfg.Datastore = datastore
 	cfg.DataDir = volume
 	cfg.ListenAddress = ip
 	cfg.Port = port
-	cfg.PIDFile = pidPath
+	cfg.PIDFile = filepath.Join(dir, "agent.pid")
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return provider.Server{}, fmt.Errorf("encode agent configuration: %w", err)
@@ -194,26 +192,14 @@ func (p *Provider) createServer(ctx context.Context, spec provider.ServerSpec) (
 		return provider.Server{}, fmt.Errorf("write agent configuration: %w", err)
 	}
 
-	pid, err := p.runningAgent(dir)
+	pid, started, err := p.ensureAgent(ctx, dir)
 	if err != nil {
 		return provider.Server{}, err
 	}
-	if pid != 0 {
-		if readPID(pidPath) != pid {
-			// Found by scanning /proc: record it for the next call.
-			if err := writeFileAtomic(pidPath, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-				return provider.Server{}, fmt.Errorf("write agent pid: %w", err)
-			}
-		}
-		if err := p.reloadAgent(ctx, pid); err != nil {
-			return provider.Server{}, err
-		}
-		p.logger.InfoContext(ctx, "local provider: agent reloaded", "instance_id", spec.InstanceID, "pid", pid)
-	} else {
-		if pid, err = p.startAgent(dir); err != nil {
-			return provider.Server{}, err
-		}
+	if started {
 		p.logger.InfoContext(ctx, "local provider: agent started", "instance_id", spec.InstanceID, "pid", pid, "address", ip, "port", port)
+	} else {
+		p.logger.InfoContext(ctx, "local provider: agent reloaded", "instance_id", spec.InstanceID, "pid", pid)
 	}
 	return provider.Server{ID: spec.InstanceID, Status: provider.StatusActive, Address: ip, Port: port}, nil
 }

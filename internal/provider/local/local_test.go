@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -25,10 +27,27 @@ import (
 // binary otherwise sleeps before exiting.
 const noRaceExitSleep = "GORACE=atexit_sleep_ms=0"
 
-// Each test allocates from its own prefix, so that probing ports in one
-// test never sees another's listeners.
-func newProvider(t *testing.T, prefix string, env ...string) *Provider {
+// testPrefix hands each test its own loopback /16 out of 127.100–127.249,
+// in random order: probing ports in one test never sees another's
+// listeners, nor, most likely, those of a concurrent run of this package.
+// (They come round again only after 150 tests, as with -count.)
+func testPrefix() string {
+	testPrefixes.Lock()
+	defer testPrefixes.Unlock()
+	o := testPrefixes.octets[testPrefixes.next%len(testPrefixes.octets)] + 100
+	testPrefixes.next++
+	return "127." + strconv.Itoa(o)
+}
+
+var testPrefixes = struct {
+	sync.Mutex
+	octets []int
+	next   int
+}{octets: rand.Perm(150)}
+
+func newProvider(t *testing.T, env ...string) *Provider {
 	t.Helper()
+	prefix := testPrefix()
 	p, err := New(Config{
 		Root:          filepath.Join(t.TempDir(), "instances"),
 		AgentCommand:  []string{os.Args[0]},
@@ -114,11 +133,12 @@ func mode(t *testing.T, path string) fs.FileMode {
 func TestLifecycle(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	p := newProvider(t, "127.71")
+	p := newProvider(t)
+	first := p.candidate(2)
 	const id = "4e6f1a0c-0000-4000-8000-000000000001"
 
 	srv := create(t, p, testSpec(id, "postgresql", "one"))
-	want := provider.Server{ID: id, Status: provider.StatusActive, Address: "127.71.0.2", Port: 5432}
+	want := provider.Server{ID: id, Status: provider.StatusActive, Address: first, Port: 5432}
 	if srv != want {
 		t.Fatalf("CreateServer = %+v, want %+v", srv, want)
 	}
@@ -130,7 +150,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	wantCfg := protocol.AgentConfig{
 		APIURL: "https://127.0.0.1:8780", InstanceID: id, Token: id + ".one", Datastore: "postgresql",
-		DataDir: filepath.Join(dir, "volume"), ListenAddress: "127.71.0.2", Port: 5432,
+		DataDir: filepath.Join(dir, "volume"), ListenAddress: first, Port: 5432,
 		PIDFile: filepath.Join(dir, "agent.pid"),
 	}
 	if cfg != wantCfg {
@@ -144,10 +164,10 @@ func TestLifecycle(t *testing.T) {
 			t.Errorf("mode of %s = %v, want %v", path, got, want)
 		}
 	}
-	if got := readFile(t, filepath.Join(dir, "address")); got != "127.71.0.2" {
+	if got := readFile(t, filepath.Join(dir, "address")); got != first {
 		t.Errorf("address file = %q", got)
 	}
-	if got := readFile(t, p.claimPath("127.71.0.2")); got != id {
+	if got := readFile(t, p.claimPath(first)); got != id {
 		t.Errorf("address claim = %q, want %q", got, id)
 	}
 
@@ -176,7 +196,7 @@ func TestLifecycle(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("directory left behind: %v", err)
 	}
-	if _, err := os.Stat(p.claimPath("127.71.0.2")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(p.claimPath(first)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("address claim left behind: %v", err)
 	}
 	if _, err := p.GetServer(ctx, id); !errors.Is(err, provider.ErrNotFound) {
@@ -190,7 +210,7 @@ func TestLifecycle(t *testing.T) {
 func TestCreateIsIdempotent(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	p := newProvider(t, "127.72")
+	p := newProvider(t)
 	const id = "inst-idempotent"
 	dir := filepath.Join(p.root, id)
 
@@ -239,10 +259,11 @@ func TestCreateIsIdempotent(t *testing.T) {
 func TestAddresses(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	p := newProvider(t, "127.73")
+	p := newProvider(t)
+	addr := p.candidate
 
 	// Something outside Coffer listens on the first address.
-	l, err := net.Listen("tcp", "127.73.0.2:6379")
+	l, err := net.Listen("tcp", addr(2)+":6379")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,8 +271,8 @@ func TestAddresses(t *testing.T) {
 
 	a := create(t, p, testSpec("inst-a", "redis", "x"))
 	b := create(t, p, testSpec("inst-b", "redis", "x"))
-	if a.Address != "127.73.0.3" || b.Address != "127.73.0.4" {
-		t.Fatalf("addresses %s, %s; want 127.73.0.3, 127.73.0.4", a.Address, b.Address)
+	if a.Address != addr(3) || b.Address != addr(4) {
+		t.Fatalf("addresses %s, %s; want %s, %s", a.Address, b.Address, addr(3), addr(4))
 	}
 	if again, err := p.CreateServer(ctx, testSpec("inst-b", "redis", "x")); err != nil || again.Address != b.Address {
 		t.Fatalf("CreateServer again = %+v, %v; want address %s", again, err, b.Address)
@@ -262,29 +283,31 @@ func TestAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := create(t, p, testSpec("inst-c", "redis", "x"))
-	if c.Address != "127.73.0.3" {
-		t.Errorf("address after release = %s, want 127.73.0.3", c.Address)
+	if c.Address != addr(3) {
+		t.Errorf("address after release = %s, want %s", c.Address, addr(3))
 	}
 
 	// A claim left by an attempt that crashed before recording the
 	// address is picked up again rather than leaked.
-	if ok, err := p.claim("127.73.0.9", "inst-d"); !ok || err != nil {
+	if ok, err := p.claim(addr(9), "inst-d"); !ok || err != nil {
 		t.Fatalf("claim = %v, %v", ok, err)
 	}
-	if d := create(t, p, testSpec("inst-d", "redis", "x")); d.Address != "127.73.0.9" {
-		t.Errorf("address with an earlier claim = %s, want 127.73.0.9", d.Address)
+	if d := create(t, p, testSpec("inst-d", "redis", "x")); d.Address != addr(9) {
+		t.Errorf("address with an earlier claim = %s, want %s", d.Address, addr(9))
 	}
 }
 
 func TestGetServerShutdown(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	p := newProvider(t, "127.74")
+	p := newProvider(t)
 	const id = "inst-shutdown"
 	dir := filepath.Join(p.root, id)
 	create(t, p, testSpec(id, "postgresql", "x"))
 	agent := readPIDFile(t, filepath.Join(dir, "agent.pid"))
-	starts(t, dir)
+	// Killed once it is up: killed while starting the datastore, its
+	// child would briefly show its arguments and pass for the agent.
+	readPIDFile(t, filepath.Join(dir, "volume", "datastore0.pid"))
 
 	if err := syscall.Kill(agent, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -303,8 +326,8 @@ func TestGetServerShutdown(t *testing.T) {
 	}
 
 	srv, err := p.GetServer(ctx, id)
-	if err != nil || srv.Status != provider.StatusShutdown || srv.Address != "127.74.0.2" {
-		t.Fatalf("GetServer = %+v, %v; want SHUTDOWN at 127.74.0.2", srv, err)
+	if err != nil || srv.Status != provider.StatusShutdown || srv.Address != p.candidate(2) {
+		t.Fatalf("GetServer = %+v, %v; want SHUTDOWN at %s", srv, err, p.candidate(2))
 	}
 	// CreateServer again brings the agent back.
 	if srv, err := p.CreateServer(ctx, testSpec(id, "postgresql", "x")); err != nil || srv.Status != provider.StatusActive {
@@ -329,15 +352,16 @@ func TestAgentOutlivesWorker(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	root := filepath.Join(t.TempDir(), "instances")
+	prefix := testPrefix()
 	const id = "inst-outlives"
 	worker := exec.Command(os.Args[0])
 	worker.Env = append(os.Environ(), noRaceExitSleep, "COFFER_FAKE_WORKER=1", "COFFER_FAKE_WORKER_ROOT="+root,
-		"COFFER_FAKE_WORKER_ID="+id, "COFFER_FAKE_WORKER_PREFIX=127.75")
+		"COFFER_FAKE_WORKER_ID="+id, "COFFER_FAKE_WORKER_PREFIX="+prefix)
 	if out, err := worker.CombinedOutput(); err != nil {
 		t.Fatalf("worker: %v\n%s", err, out)
 	}
 
-	p, err := New(Config{Root: root, AgentCommand: []string{os.Args[0]}, Env: []string{"COFFER_FAKE_AGENT=1", noRaceExitSleep}, AddressPrefix: "127.75", Logger: slog.New(slog.DiscardHandler)})
+	p, err := New(Config{Root: root, AgentCommand: []string{os.Args[0]}, Env: []string{"COFFER_FAKE_AGENT=1", noRaceExitSleep}, AddressPrefix: prefix, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +393,7 @@ func TestAgentOutlivesWorker(t *testing.T) {
 func TestDeleteStubbornDatastore(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	p := newProvider(t, "127.76", "COFFER_FAKE_STUBBORN=1")
+	p := newProvider(t, "COFFER_FAKE_STUBBORN=1")
 	const id = "inst-stubborn"
 	dir := filepath.Join(p.root, id)
 	create(t, p, testSpec(id, "mariadb", "x"))
@@ -396,7 +420,7 @@ func TestDeleteStubbornDatastore(t *testing.T) {
 func TestDeleteUnknownAndInvalid(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	p := newProvider(t, "127.77")
+	p := newProvider(t)
 	if err := p.DeleteServer(ctx, "never-created"); err != nil {
 		t.Errorf("DeleteServer unknown: %v", err)
 	}
@@ -447,9 +471,9 @@ func TestNewValidates(t *testing.T) {
 func TestConcurrentAllocation(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	first := newProvider(t, "127.78")
+	first := newProvider(t)
 	second, err := New(Config{Root: first.root, AgentCommand: first.command, Env: first.env,
-		AddressPrefix: "127.78", Logger: first.logger})
+		AddressPrefix: fmt.Sprintf("%d.%d", first.prefix[0], first.prefix[1]), Logger: first.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
