@@ -31,6 +31,7 @@ import (
 // loopback /16 for instances.
 type coffer struct {
 	cmd     *exec.Cmd
+	env     []string
 	dataDir string
 	url     string
 	creds   seed.Credentials
@@ -90,11 +91,9 @@ func startCoffer(t testing.TB) *coffer {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c := &coffer{dataDir: dir, log: &syncBuffer{}}
 	listen := freeAddr(t)
-	c.url = "http://" + listen
-	c.cmd = exec.Command(binary, "run")
-	c.cmd.Env = append(os.Environ(),
+	c := &coffer{dataDir: dir, log: &syncBuffer{}, url: "http://" + listen}
+	c.env = append(os.Environ(),
 		"COFFER_DATA_DIR="+dir,
 		"COFFER_LISTEN="+listen,
 		"COFFER_AGENT_LISTEN="+freeAddr(t),
@@ -102,12 +101,37 @@ func startCoffer(t testing.TB) *coffer {
 		fmt.Sprintf("COFFER_LOCAL_ADDRESS_PREFIX=127.%d", 100+rand.IntN(100)),
 		"COFFER_LOG_LEVEL=debug",
 	)
+	t.Cleanup(func() {
+		c.stop(t)
+		if t.Failed() {
+			t.Logf("coffer log:\n%s", tail(c.log.String(), 12000))
+		}
+		// Instances left by a failed test: remove their processes too.
+		_ = exec.Command("pkill", "-f", c.dataDir).Run()
+		time.Sleep(200 * time.Millisecond)
+		_ = os.RemoveAll(c.dataDir)
+	})
+	c.start(t)
+	b, err := os.ReadFile(filepath.Join(dir, "credentials.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &c.creds); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// start runs `coffer run` and waits until it serves.
+func (c *coffer) start(t testing.TB) {
+	t.Helper()
+	c.cmd = exec.Command(binary, "run")
+	c.cmd.Env = c.env
 	stdout, _ := c.cmd.StdoutPipe()
 	c.cmd.Stderr = c.log
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.stop(t) })
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -122,38 +146,26 @@ func startCoffer(t testing.TB) *coffer {
 	case <-time.After(90 * time.Second):
 		t.Fatalf("coffer did not start:\n%s", c.log.String())
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "credentials.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &c.creds); err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
+// stop ends the process with SIGTERM, as an operator or systemd would.
 func (c *coffer) stop(t testing.TB) {
-	if c.cmd.ProcessState == nil {
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- c.cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("coffer exited with %v", err)
-			}
-		case <-time.After(60 * time.Second):
-			_ = c.cmd.Process.Kill()
-			t.Errorf("coffer did not stop on SIGTERM")
+	t.Helper()
+	if c.cmd == nil || c.cmd.ProcessState != nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("coffer exited with %v", err)
 		}
+	case <-time.After(60 * time.Second):
+		_ = c.cmd.Process.Kill()
+		t.Errorf("coffer did not stop on SIGTERM")
 	}
-	if t.Failed() {
-		t.Logf("coffer log:\n%s", tail(c.log.String(), 12000))
-	}
-	// Instances left by a failed test: remove their processes too.
-	_ = exec.Command("pkill", "-f", c.dataDir).Run()
-	time.Sleep(200 * time.Millisecond)
-	_ = os.RemoveAll(c.dataDir)
 }
 
 func tail(s string, n int) string {
@@ -291,8 +303,42 @@ func TestEndToEndPostgreSQLInstance(t *testing.T) {
 		t.Fatalf("select: %q %v", got, err)
 	}
 	conn.Close(ctx)
+	queryAsApp := func(ctx context.Context, ip string) error {
+		conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=app password=s3cret-pass dbname=orders sslmode=disable", ip))
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		return conn.QueryRow(ctx, "SELECT x FROM t").Scan(&got)
+	}
 	if _, err := pgx.Connect(ctx, fmt.Sprintf("host=%s port=5432 user=app password=wrong dbname=orders sslmode=disable", ip)); err == nil {
 		t.Error("wrong password accepted")
+	}
+
+	// Instances outlive the control plane: stop it, the database still
+	// serves; start it again, the agent reconnects and reports.
+	c.stop(t)
+	if err := queryAsApp(ctx, ip); err != nil {
+		t.Fatalf("instance unreachable while the control plane is down: %v", err)
+	}
+	var before time.Time
+	if err := json.Unmarshal([]byte(`"`+inst["service_status_updated"].(string)+`Z"`), &before); err != nil {
+		t.Fatal(err)
+	}
+	c.start(t)
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		_, body := c.api(t, "GET", "/instances/"+id, c.creds.MemberToken, "")
+		i := body["instance"].(map[string]any)
+		var after time.Time
+		_ = json.Unmarshal([]byte(`"`+i["service_status_updated"].(string)+`Z"`), &after)
+		if i["status"] == "ACTIVE" && i["operating_status"] == "HEALTHY" && after.After(before) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent did not report after the control plane restarted: %v", i)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 
 	// The prepare command's secrets are gone from the control plane.
