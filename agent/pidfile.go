@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
+
+	"github.com/coffer-dbaas/coffer/internal/atomicfile"
 )
 
 // writePIDFile records this process's id at path. It writes a temporary
@@ -15,25 +16,8 @@ import (
 // the agent runs) never sees a partial file. A stale file from a crashed
 // run is replaced.
 func writePIDFile(path string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write PID file %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-
-	if _, err := tmp.WriteString(strconv.Itoa(os.Getpid()) + "\n"); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write PID file %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write PID file %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write PID file %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write PID file %s: %w", path, err)
+	if err := atomicfile.Write(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write PID file: %w", err)
 	}
 	return nil
 }

@@ -26,6 +26,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/coffer-dbaas/coffer/internal/atomicfile"
 )
 
 // DefaultPort is the port used when Cluster.Port is 0.
@@ -564,30 +566,7 @@ func firstArg(args []string) string {
 // writeFile atomically replaces path with data, mode 0600, owned by the
 // account: temp file in the same directory, fsync, rename, fsync directory.
 func (r *resolved) writeFile(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = r.acct.chown(tmp)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
+	return atomicfile.WriteWith(path, data, 0o600, r.acct.chown)
 }
 
 func appendFile(path, text string) error {

@@ -30,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/coffer-dbaas/coffer/internal/atomicfile"
 )
 
 const (
@@ -184,7 +186,7 @@ func createCA(certPath, keyPath string) (*x509.Certificate, *ecdsa.PrivateKey, [
 	if err := writeKey(keyPath, key); err != nil {
 		return nil, nil, nil, err
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
 		return nil, nil, nil, fmt.Errorf("write CA: %w", err)
 	}
 	return cert, key, certPEM, nil
@@ -255,10 +257,10 @@ func issueServer(certPath, keyPath string, ca *x509.Certificate, caKey *ecdsa.Pr
 	}
 	// Two renames are not atomic together; a crash in between leaves a
 	// pair that does not match, which the next call reissues.
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return tls.Certificate{}, fmt.Errorf("write server key: %w", err)
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
 		return tls.Certificate{}, fmt.Errorf("write server certificate: %w", err)
 	}
 	pair, err := keyPair(certPEM, keyPEM)
@@ -341,38 +343,10 @@ func writeKey(path string, key *ecdsa.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(path, b, 0o600); err != nil {
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return fmt.Errorf("write key: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with data: a reader never sees half a key.
-// The temporary file is created 0600, so a key is never readable by others
-// even for a moment.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }
 
 // lock takes an exclusive flock on path, creating it.

@@ -35,6 +35,8 @@ import (
 	"github.com/coffer-dbaas/coffer/agent/driver"
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 	"github.com/coffer-dbaas/coffer/internal/pgctl"
+
+	"github.com/coffer-dbaas/coffer/internal/atomicfile"
 )
 
 // AdminUser is the internal superuser the agent administers the server as.
@@ -397,32 +399,8 @@ func (d *Driver) saveState(st state) error {
 		return err
 	}
 	path := filepath.Join(d.dataDir, stateName)
-	f, err := os.CreateTemp(d.dataDir, "."+stateName+".tmp-*") // mode 0600
-	if err != nil {
-		return fmt.Errorf("write driver state: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write driver state %s: %w", path, err)
-	}
-	dir, err := os.Open(d.dataDir)
-	if err != nil {
-		return fmt.Errorf("write driver state %s: %w", path, err)
-	}
-	defer dir.Close()
-	if err := dir.Sync(); err != nil {
-		return fmt.Errorf("write driver state %s: %w", path, err)
+	if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("save driver state: %w", err)
 	}
 	return nil
 }

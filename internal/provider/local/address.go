@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/coffer-dbaas/coffer/internal/atomicfile"
 )
 
 // Addresses are claimed in <Root>/.addresses/<ip>, one file per address
@@ -136,7 +138,7 @@ func (p *Provider) allocate(instanceID, dir string, port int) (string, error) {
 		return "", fmt.Errorf("no free address in %d.%d.0.0/16 for port %d (is something listening on it on all addresses?)",
 			p.prefix[0], p.prefix[1], port)
 	}
-	if err := writeFileAtomic(recorded, []byte(ip+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(recorded, []byte(ip+"\n"), 0o644); err != nil {
 		return "", fmt.Errorf("record address: %w", err)
 	}
 	return ip, nil

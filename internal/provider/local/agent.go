@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/coffer-dbaas/coffer/internal/atomicfile"
 )
 
 // Timings of stopping an instance, and of the agent's start-up.
@@ -89,7 +91,7 @@ func (p *Provider) startAgent(dir string) (int, error) {
 	// The agent writes its pid file too, but only once it is up; writing
 	// it now closes the window in which a retried CreateServer would start
 	// a second agent.
-	if err := writeFileAtomic(filepath.Join(dir, "agent.pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "agent.pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		return 0, fmt.Errorf("write agent pid: %w", err)
 	}
 	return pid, nil
@@ -124,7 +126,7 @@ func (p *Provider) ensureAgent(ctx context.Context, dir string) (pid int, starte
 		}
 		if readPID(pidPath) != pid {
 			// Found by scanning /proc: record it for the next call.
-			if err := writeFileAtomic(pidPath, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+			if err := atomicfile.Write(pidPath, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 				return 0, false, fmt.Errorf("write agent pid: %w", err)
 			}
 		}

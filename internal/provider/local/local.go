@@ -39,6 +39,8 @@ import (
 
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 	"github.com/coffer-dbaas/coffer/internal/provider"
+
+	"github.com/coffer-dbaas/coffer/internal/atomicfile"
 )
 
 // Config configures the local provider.
@@ -188,7 +190,7 @@ func (p *Provider) createServer(ctx context.Context, spec provider.ServerSpec) (
 	if err != nil {
 		return provider.Server{}, fmt.Errorf("encode agent configuration: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "agent.json"), append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "agent.json"), append(b, '\n'), 0o600); err != nil {
 		return provider.Server{}, fmt.Errorf("write agent configuration: %w", err)
 	}
 
@@ -274,31 +276,4 @@ func (p *Provider) deleteServer(ctx context.Context, instanceID string) error {
 	}
 	p.logger.InfoContext(ctx, "local provider: server deleted", "instance_id", instanceID)
 	return nil
-}
-
-// writeFileAtomic replaces path with data, so that a reader (the agent
-// reloading its configuration) never sees a partial file.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

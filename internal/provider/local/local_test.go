@@ -21,6 +21,8 @@ import (
 
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 	"github.com/coffer-dbaas/coffer/internal/provider"
+
+	"github.com/coffer-dbaas/coffer/internal/atomicfile"
 )
 
 // noRaceExitSleep spares the fake processes the second a race-enabled
@@ -321,7 +323,7 @@ func TestGetServerShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
-	if err := writeFileAtomic(filepath.Join(dir, "agent.pid"), []byte(strconv.Itoa(other.Process.Pid)), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "agent.pid"), []byte(strconv.Itoa(other.Process.Pid)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 

@@ -16,6 +16,8 @@ import (
 
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 	"github.com/coffer-dbaas/coffer/internal/provider"
+
+	"github.com/coffer-dbaas/coffer/internal/atomicfile"
 )
 
 // The real agent is not available to these tests, so the test binary plays
@@ -80,7 +82,7 @@ func fakeAgent() {
 	}
 	f.Write(pid)
 	f.Close()
-	if err := writeFileAtomic(filepath.Join(dir, "token"), []byte(cfg.Token), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "token"), []byte(cfg.Token), 0o644); err != nil {
 		fail(err)
 	}
 
@@ -101,7 +103,7 @@ func fakeAgent() {
 		// The stubborn one announces itself once it ignores SIGINT.
 		if i == 0 {
 			name := filepath.Join(cfg.DataDir, "datastore0.pid")
-			if err := writeFileAtomic(name, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			if err := atomicfile.Write(name, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 				fail(err)
 			}
 		}
@@ -112,7 +114,7 @@ func fakeAgent() {
 		switch sig {
 		case syscall.SIGHUP:
 			cfg = read()
-			if err := writeFileAtomic(filepath.Join(dir, "hup"), []byte(cfg.Token), 0o644); err != nil {
+			if err := atomicfile.Write(filepath.Join(dir, "hup"), []byte(cfg.Token), 0o644); err != nil {
 				fail(err)
 			}
 		case syscall.SIGTERM:
@@ -130,7 +132,7 @@ func fakeStubbornDatastore() {
 		os.Exit(2)
 	}
 	pid := []byte(strconv.Itoa(os.Getpid()))
-	if err := writeFileAtomic(filepath.Join(os.Args[2], "datastore1.pid"), pid, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(os.Args[2], "datastore1.pid"), pid, 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "fake datastore:", err)
 		os.Exit(1)
 	}
