@@ -19,9 +19,9 @@ type handler func(ctx context.Context, payload json.RawMessage) (output json.Raw
 
 // defaultHandlers is the dispatch table: one entry per protocol command.
 func (a *Agent) defaultHandlers() map[string]handler {
-	return map[string]handler{
-		protocol.CommandPrepare: a.prepare,
-	}
+	h := a.extendedHandlers()
+	h[protocol.CommandPrepare] = a.prepare
+	return h
 }
 
 func (a *Agent) prepare(ctx context.Context, payload json.RawMessage) (json.RawMessage, error) {

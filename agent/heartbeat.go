@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/coffer-dbaas/coffer/agent/driver"
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 )
 
@@ -50,6 +51,17 @@ func (a *Agent) sendHeartbeat(ctx context.Context) error {
 		}
 	} else {
 		hb.VolumeUsedBytes, hb.VolumeTotalBytes = used, total
+	}
+
+	if acc, ok := a.drv.(driver.Accounts); ok && hb.ServiceStatus == protocol.ServiceHealthy {
+		ictx, cancel := context.WithTimeout(ctx, a.probeTimeout)
+		inv, err := acc.Inventory(ictx)
+		cancel()
+		if err == nil {
+			hb.Inventory = &inv
+		} else if ctx.Err() == nil {
+			a.logger.Warn("read inventory", "error", err)
+		}
 	}
 
 	return a.post(ctx, a.conn.Load(), "send heartbeat", protocol.PathHeartbeat, hb)

@@ -57,8 +57,13 @@ func (d *Deps) queries() *store.Queries { return store.New(d.Pool) }
 // Resource registers one resource's operations on an API.
 type Resource func(api huma.API, deps *Deps)
 
-// All is every public resource.
-var All = []Resource{Versions, Datastores, Flavors, Instances}
+// All is every public resource, in registration order (each resource's
+// file registers it in init, so adding a resource touches no shared list).
+var All []Resource
+
+func register(r Resource) { All = append(All, r) }
+
+func init() { register(Versions); register(Datastores); register(Flavors); register(Instances) }
 
 // NewAPI returns a Huma API on mux configured for Trove compatibility.
 func NewAPI(mux *http.ServeMux) huma.API {

@@ -64,6 +64,7 @@ func Config(deps *Deps, maxWorkers int) *river.Config {
 func Register(workers *river.Workers, deps *Deps) {
 	river.AddWorker(workers, &ProvisionInstanceWorker{deps: deps})
 	river.AddWorker(workers, &CompletePrepareWorker{deps: deps})
+	river.AddWorker(workers, &CompleteCommandWorker{deps: deps})
 	river.AddWorker(workers, &DeleteInstanceWorker{deps: deps})
 	river.AddWorker(workers, &WatchInstancesWorker{deps: deps})
 }

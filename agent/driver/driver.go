@@ -26,3 +26,33 @@ type Driver interface {
 	// VolumeUsage returns the bytes used on the volume and its size.
 	VolumeUsage(ctx context.Context) (used, total int64, err error)
 }
+
+// Accounts is implemented by drivers whose datastore has databases, users
+// and a superuser (PostgreSQL, MariaDB). Names are validated by the driver.
+type Accounts interface {
+	CreateDatabases(ctx context.Context, dbs []protocol.Database) error
+	DeleteDatabase(ctx context.Context, name string) error
+	CreateUsers(ctx context.Context, users []protocol.User) error
+	DeleteUser(ctx context.Context, user protocol.UserRef) error
+	UpdateUser(ctx context.Context, req protocol.UpdateUserRequest) error
+	GrantAccess(ctx context.Context, user protocol.UserRef, databases []string) error
+	RevokeAccess(ctx context.Context, user protocol.UserRef, database string) error
+	// EnableRoot enables the superuser with password and returns its name.
+	EnableRoot(ctx context.Context, password string) (string, error)
+	DisableRoot(ctx context.Context) error
+	// Inventory lists databases and users (not the internal ones).
+	Inventory(ctx context.Context) (protocol.Inventory, error)
+}
+
+// Configurable is implemented by drivers that take configuration overrides
+// and can be restarted and resized.
+type Configurable interface {
+	// ApplyConfiguration replaces the overrides; see
+	// protocol.ApplyConfigurationRequest.
+	ApplyConfiguration(ctx context.Context, values map[string]string, restart bool) error
+	Restart(ctx context.Context) error
+	// ResizeMemory re-derives memory settings for ramMB and restarts.
+	ResizeMemory(ctx context.Context, ramMB int) error
+	// ResizeVolume records the new volume size (limit and usage reports).
+	ResizeVolume(ctx context.Context, sizeGB int) error
+}

@@ -53,6 +53,8 @@ type Heartbeat struct {
 	VolumeUsedBytes  int64  `json:"volume_used_bytes"`
 	VolumeTotalBytes int64  `json:"volume_total_bytes"`
 	AgentVersion     string `json:"agent_version,omitempty"`
+	// Inventory is set by drivers that manage databases and users.
+	Inventory *Inventory `json:"inventory,omitempty"`
 }
 
 // Command names.

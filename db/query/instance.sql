@@ -61,6 +61,10 @@ UPDATE instance
 SET heartbeat_at = now(), service_status = $2, volume_used_bytes = $3
 WHERE id = $1 AND deleted_at IS NULL;
 
+-- name: RecordInventory :exec
+UPDATE instance SET inventory = $2, inventory_at = now()
+WHERE id = $1 AND deleted_at IS NULL;
+
 -- name: SetInstanceActive :exec
 UPDATE instance
 SET task = 'NONE', service_status = $2, fault_message = '', fault_details = '', fault_at = NULL,

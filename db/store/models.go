@@ -90,6 +90,8 @@ type Instance struct {
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
 	DeletedAt          *time.Time
+	Inventory          []byte
+	InventoryAt        *time.Time
 }
 
 type Project struct {

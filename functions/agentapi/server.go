@@ -122,9 +122,15 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// continuations maps a command name to the job that follows its result.
-var continuations = map[string]func(instanceID, commandID uuid.UUID) river.JobArgs{
-	protocol.CommandPrepare: func(i, c uuid.UUID) river.JobArgs { return jobs.CompletePrepare{InstanceID: i, CommandID: c} },
+// continuation is the job that follows a command's result, if any.
+func continuation(name string, instanceID, commandID uuid.UUID) river.JobArgs {
+	if name == protocol.CommandPrepare {
+		return jobs.CompletePrepare{InstanceID: instanceID, CommandID: commandID}
+	}
+	if jobs.HasCompleter(name) {
+		return jobs.CompleteCommand{InstanceID: instanceID, CommandID: commandID}
+	}
+	return nil
 }
 
 // result records a command's outcome once and enqueues its continuation in
@@ -157,8 +163,8 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return fmt.Errorf("complete command %s: %w", cmdID, err)
 		}
-		if next, ok := continuations[cmd.Name]; ok {
-			if _, err := s.River.InsertTx(r.Context(), tx, next(id, cmdID), nil); err != nil {
+		if next := continuation(cmd.Name, id, cmdID); next != nil {
+			if _, err := s.River.InsertTx(r.Context(), tx, next, nil); err != nil {
 				return fmt.Errorf("enqueue continuation of %s: %w", cmdID, err)
 			}
 		}
@@ -188,6 +194,14 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		s.Logger.ErrorContext(r.Context(), "record heartbeat", "instance_id", id, "err", err)
 		http.Error(w, "unavailable", http.StatusServiceUnavailable)
 		return
+	}
+	if hb.Inventory != nil {
+		inv, _ := json.Marshal(hb.Inventory)
+		if err := store.New(s.Pool).RecordInventory(r.Context(), store.RecordInventoryParams{ID: id, Inventory: inv}); err != nil {
+			s.Logger.ErrorContext(r.Context(), "record inventory", "instance_id", id, "err", err)
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+			return
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
