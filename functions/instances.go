@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"unicode"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/google/uuid"
@@ -223,6 +224,9 @@ func (d *Deps) createInstance(ctx context.Context, in *instanceCreateInput) (*in
 	req := in.Body.Instance
 	if !hasAlnum.MatchString(req.Name) {
 		return nil, openapi.BadRequest("Validation error: instance name must contain at least one letter or digit.")
+	}
+	if strings.ContainsFunc(req.Name, unicode.IsControl) {
+		return nil, openapi.BadRequest("Validation error: instance name must not contain control characters.")
 	}
 	for field, v := range map[string]any{
 		"restorePoint": req.RestorePoint, "replica_of": req.ReplicaOf, "replica_count": req.ReplicaCount,
