@@ -21,6 +21,7 @@ import (
 
 	"github.com/coffer-dbaas/coffer/db/store"
 	"github.com/coffer-dbaas/coffer/internal/auth"
+	"github.com/coffer-dbaas/coffer/internal/ratelimit"
 	"github.com/coffer-dbaas/coffer/openapi"
 )
 
@@ -33,6 +34,9 @@ type Deps struct {
 	// River inserts jobs; an insert-only client (no workers) is enough.
 	River *river.Client[pgx.Tx]
 	Auth  auth.Authenticator
+	// RateLimit counts requests per project after authentication (Trove's
+	// rate limits, 413 overLimit); nil: no limits.
+	RateLimit *ratelimit.Limiter
 	// Region is reported on instances.
 	Region string
 	// DefaultDatastore is used when a create request names none.
@@ -101,7 +105,7 @@ func Handler(deps *Deps, resources ...Resource) http.Handler {
 	for _, r := range resources {
 		r(api, deps)
 	}
-	return deps.authenticate(faultForUnrouted(mux))
+	return deps.authenticate(deps.RateLimit.Middleware(faultForUnrouted(mux)))
 }
 
 // Spec returns the OpenAPI document of the full API.
@@ -140,6 +144,11 @@ func (d *Deps) authenticate(next http.Handler) http.Handler {
 		tenant, _, _ := strings.Cut(strings.TrimPrefix(rest, "/"), "/")
 		if tenant != "" && tenant != p.ProjectID {
 			openapi.WriteFault(w, openapi.Errorf(http.StatusForbidden, "User with tenant id %s cannot access this resource.", p.ProjectID))
+			return
+		}
+		if err := d.ensureProject(r.Context(), p.ProjectID); err != nil {
+			d.Logger.ErrorContext(r.Context(), "authenticate", "err", err)
+			openapi.WriteFault(w, openapi.Errorf(http.StatusServiceUnavailable, "Authentication is unavailable, try again."))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))

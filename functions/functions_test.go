@@ -373,6 +373,10 @@ func TestListInstancesPaginates(t *testing.T) {
 	t.Parallel()
 	f := newAPI(t)
 	base := "/v1.0/" + f.projectA + "/instances"
+	// More instances than the default quota (10) allows.
+	if code, body := f.do(t, "PUT", "/v1.0/"+f.projectA+"/mgmt/quotas/"+f.projectA, f.admin, `{"quotas": {"instances": 30}}`); code != 200 {
+		t.Fatalf("raise quota: %d %v", code, body)
+	}
 	for range 23 {
 		if code, body := f.do(t, "POST", base, f.tokenA, `{"instance": {"name": "p", "flavorRef": 1, "volume": {"size": "1"}}}`); code != 200 {
 			t.Fatalf("create: %d %v", code, body)

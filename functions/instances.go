@@ -186,6 +186,9 @@ func (d *Deps) instanceView(ctx context.Context, r instanceRow, detail, live boo
 		v.IP = []string{i.Address}
 		v.Addresses = []openapi.Address{{Address: i.Address, Type: "private"}}
 	}
+	if i.AccessIsPublic.Valid { // stored by an update (instance_update.go)
+		v.Access = openapi.Access{IsPublic: i.AccessIsPublic.Bool, AllowedCIDRs: i.AccessAllowedCidrs}
+	}
 	if p := principal(ctx); p.IsAdmin() {
 		v.TenantID, v.ServerID = i.ProjectID, i.ServerID
 	}
@@ -206,6 +209,9 @@ func (d *Deps) instanceView(ctx context.Context, r instanceRow, detail, live boo
 			f.Details = &details
 		}
 		v.Fault = f
+	}
+	if i.ConfigurationID.Valid {
+		v.Configuration = d.configurationRef(ctx, i.ProjectID, i.ConfigurationID.UUID)
 	}
 	if live && v.Status == "ACTIVE" {
 		used := math.Round(float64(i.VolumeUsedBytes)/gib*100) / 100
@@ -313,6 +319,14 @@ func (d *Deps) createInstance(ctx context.Context, in *instanceCreateInput) (*in
 	var row instanceRow
 	err = pgx.BeginFunc(ctx, d.Pool, func(tx pgx.Tx) error {
 		q := store.New(tx)
+		// Under the project's quota lock until commit (quotas.go).
+		if f, err := checkQuota(ctx, q, in.TenantID, map[string]int64{
+			quotaInstances: 1, quotaRAM: int64(flavor.RamMb), quotaVolumes: int64(size)}); err != nil || f != nil {
+			if f != nil {
+				return f
+			}
+			return err
+		}
 		inst, err := q.InsertInstance(ctx, store.InsertInstanceParams{
 			ID: id, ProjectID: in.TenantID, Name: req.Name, FlavorID: flavor.ID,
 			VolumeSizeGb: int32(size), DatastoreVersionID: version.ID,
@@ -338,6 +352,10 @@ func (d *Deps) createInstance(ctx context.Context, in *instanceCreateInput) (*in
 			VersionNumber: version.Version, DatastoreName: ds.Name}
 		return nil
 	})
+	var quotaFault *openapi.Fault
+	if errors.As(err, &quotaFault) {
+		return nil, quotaFault
+	}
 	if err != nil {
 		return nil, d.internal(ctx, "create instance", err)
 	}

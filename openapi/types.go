@@ -169,6 +169,10 @@ type Instance struct {
 	Updated              *Time          `json:"updated,omitempty"`
 	ServiceStatusUpdated *Time          `json:"service_status_updated,omitempty"`
 	Fault                *InstanceFault `json:"fault,omitempty"`
+
+	// Configuration is the attached configuration group (detail only).
+	Configuration *ConfigurationRef `json:"configuration,omitempty"`
+
 	// Admin-only fields.
 	TenantID string `json:"tenant_id,omitempty"`
 	ServerID string `json:"server_id,omitempty"`
@@ -176,7 +180,7 @@ type Instance struct {
 
 // DatabaseSpec is a database to create.
 type DatabaseSpec struct {
-	Name         string `json:"name" minLength:"1" maxLength:"63" pattern:"^[A-Za-z0-9_][A-Za-z0-9_.-]*$" patternDescription:"letters, digits, _ . - (not starting with . or -)"`
+	Name         string `json:"name" minLength:"1" maxLength:"63" pattern:"^[A-Za-z_][A-Za-z0-9_.-]*$" patternDescription:"a letter or _, then letters, digits, _ . -"`
 	CharacterSet string `json:"character_set,omitempty" maxLength:"64"`
 	Collate      string `json:"collate,omitempty" maxLength:"64"`
 }
@@ -188,7 +192,7 @@ type UserDatabase struct {
 
 // UserSpec is a user to create.
 type UserSpec struct {
-	Name      string         `json:"name" minLength:"1" maxLength:"63" pattern:"^[A-Za-z0-9_][A-Za-z0-9_.-]*$" patternDescription:"letters, digits, _ . - (not starting with . or -)"`
+	Name      string         `json:"name" minLength:"1" maxLength:"63" pattern:"^[A-Za-z_][A-Za-z0-9_.-]*$" patternDescription:"a letter or _, then letters, digits, _ . -"`
 	Password  string         `json:"password" minLength:"1" maxLength:"255"`
 	Host      string         `json:"host,omitempty" maxLength:"255"`
 	Databases []UserDatabase `json:"databases,omitempty"`

@@ -81,7 +81,10 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-func startCoffer(t testing.TB) *coffer {
+// startCoffer starts an all-in-one; extraEnv (KEY=VALUE) is added to (and
+// overrides) its environment. Trove's rate limits are off unless extraEnv
+// sets COFFER_RATE_LIMITS: tests poll far faster than 200 GETs a minute.
+func startCoffer(t testing.TB, extraEnv ...string) *coffer {
 	t.Helper()
 	requirePostgres(t)
 	dir, err := os.MkdirTemp("", "cfe")
@@ -100,7 +103,9 @@ func startCoffer(t testing.TB) *coffer {
 		// A /16 of its own so parallel test processes never share addresses.
 		fmt.Sprintf("COFFER_LOCAL_ADDRESS_PREFIX=127.%d", 100+rand.IntN(100)),
 		"COFFER_LOG_LEVEL=debug",
+		"COFFER_RATE_LIMITS=off",
 	)
+	c.env = append(c.env, extraEnv...)
 	t.Cleanup(func() {
 		c.stop(t)
 		if t.Failed() {

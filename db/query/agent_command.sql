@@ -13,7 +13,7 @@ WHERE id = (
     SELECT c.id FROM agent_command c
     WHERE c.instance_id = $1
       AND (c.state = 'pending' OR (c.state = 'leased' AND c.leased_until < now()))
-    ORDER BY c.created_at, c.id
+    ORDER BY c.seq
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )

@@ -27,7 +27,7 @@ UPDATE agent_command
 SET state = $1, result = $2, error = $3, completed_at = now(),
     payload = '{}', leased_until = NULL
 WHERE id = $4 AND instance_id = $5 AND state IN ('pending', 'leased')
-RETURNING id, instance_id, name, payload, state, lease_seconds, leased_until, attempts, result, error, created_at, completed_at
+RETURNING id, instance_id, name, payload, state, lease_seconds, leased_until, attempts, result, error, created_at, completed_at, seq
 `
 
 type CompleteAgentCommandParams struct {
@@ -61,12 +61,13 @@ func (q *Queries) CompleteAgentCommand(ctx context.Context, arg CompleteAgentCom
 		&i.Error,
 		&i.CreatedAt,
 		&i.CompletedAt,
+		&i.Seq,
 	)
 	return i, err
 }
 
 const getAgentCommand = `-- name: GetAgentCommand :one
-SELECT id, instance_id, name, payload, state, lease_seconds, leased_until, attempts, result, error, created_at, completed_at FROM agent_command WHERE id = $1 AND instance_id = $2
+SELECT id, instance_id, name, payload, state, lease_seconds, leased_until, attempts, result, error, created_at, completed_at, seq FROM agent_command WHERE id = $1 AND instance_id = $2
 `
 
 type GetAgentCommandParams struct {
@@ -90,6 +91,7 @@ func (q *Queries) GetAgentCommand(ctx context.Context, arg GetAgentCommandParams
 		&i.Error,
 		&i.CreatedAt,
 		&i.CompletedAt,
+		&i.Seq,
 	)
 	return i, err
 }
@@ -97,7 +99,7 @@ func (q *Queries) GetAgentCommand(ctx context.Context, arg GetAgentCommandParams
 const insertAgentCommand = `-- name: InsertAgentCommand :one
 INSERT INTO agent_command (id, instance_id, name, payload, lease_seconds)
 VALUES ($1, $2, $3, $4, $5)
-RETURNING id, instance_id, name, payload, state, lease_seconds, leased_until, attempts, result, error, created_at, completed_at
+RETURNING id, instance_id, name, payload, state, lease_seconds, leased_until, attempts, result, error, created_at, completed_at, seq
 `
 
 type InsertAgentCommandParams struct {
@@ -130,6 +132,7 @@ func (q *Queries) InsertAgentCommand(ctx context.Context, arg InsertAgentCommand
 		&i.Error,
 		&i.CreatedAt,
 		&i.CompletedAt,
+		&i.Seq,
 	)
 	return i, err
 }
@@ -142,11 +145,11 @@ WHERE id = (
     SELECT c.id FROM agent_command c
     WHERE c.instance_id = $1
       AND (c.state = 'pending' OR (c.state = 'leased' AND c.leased_until < now()))
-    ORDER BY c.created_at, c.id
+    ORDER BY c.seq
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, instance_id, name, payload, state, lease_seconds, leased_until, attempts, result, error, created_at, completed_at
+RETURNING id, instance_id, name, payload, state, lease_seconds, leased_until, attempts, result, error, created_at, completed_at, seq
 `
 
 // Hands the oldest deliverable command of an instance to its agent: a
@@ -167,6 +170,7 @@ func (q *Queries) LeaseAgentCommand(ctx context.Context, instanceID uuid.UUID) (
 		&i.Error,
 		&i.CreatedAt,
 		&i.CompletedAt,
+		&i.Seq,
 	)
 	return i, err
 }

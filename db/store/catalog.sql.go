@@ -34,7 +34,7 @@ func (q *Queries) GetDatastoreByName(ctx context.Context, name string) (Datastor
 }
 
 const getDatastoreVersion = `-- name: GetDatastoreVersion :one
-SELECT id, datastore_id, name, version, manager, active, image FROM datastore_version WHERE id = $1
+SELECT id, datastore_id, name, version, manager, active, image, image_tags, packages, registry_ext, repl_strategy FROM datastore_version WHERE id = $1
 `
 
 func (q *Queries) GetDatastoreVersion(ctx context.Context, id uuid.UUID) (DatastoreVersion, error) {
@@ -48,12 +48,16 @@ func (q *Queries) GetDatastoreVersion(ctx context.Context, id uuid.UUID) (Datast
 		&i.Manager,
 		&i.Active,
 		&i.Image,
+		&i.ImageTags,
+		&i.Packages,
+		&i.RegistryExt,
+		&i.ReplStrategy,
 	)
 	return i, err
 }
 
 const getDatastoreVersionByName = `-- name: GetDatastoreVersionByName :many
-SELECT id, datastore_id, name, version, manager, active, image FROM datastore_version WHERE datastore_id = $1 AND (name = $2 OR version = $2) ORDER BY name
+SELECT id, datastore_id, name, version, manager, active, image, image_tags, packages, registry_ext, repl_strategy FROM datastore_version WHERE datastore_id = $1 AND (name = $2 OR version = $2) ORDER BY name
 `
 
 type GetDatastoreVersionByNameParams struct {
@@ -78,6 +82,10 @@ func (q *Queries) GetDatastoreVersionByName(ctx context.Context, arg GetDatastor
 			&i.Manager,
 			&i.Active,
 			&i.Image,
+			&i.ImageTags,
+			&i.Packages,
+			&i.RegistryExt,
+			&i.ReplStrategy,
 		); err != nil {
 			return nil, err
 		}
@@ -108,7 +116,7 @@ func (q *Queries) GetFlavor(ctx context.Context, id string) (Flavor, error) {
 }
 
 const listAllDatastoreVersions = `-- name: ListAllDatastoreVersions :many
-SELECT id, datastore_id, name, version, manager, active, image FROM datastore_version ORDER BY datastore_id, name
+SELECT id, datastore_id, name, version, manager, active, image, image_tags, packages, registry_ext, repl_strategy FROM datastore_version ORDER BY datastore_id, name
 `
 
 func (q *Queries) ListAllDatastoreVersions(ctx context.Context) ([]DatastoreVersion, error) {
@@ -128,6 +136,10 @@ func (q *Queries) ListAllDatastoreVersions(ctx context.Context) ([]DatastoreVers
 			&i.Manager,
 			&i.Active,
 			&i.Image,
+			&i.ImageTags,
+			&i.Packages,
+			&i.RegistryExt,
+			&i.ReplStrategy,
 		); err != nil {
 			return nil, err
 		}
@@ -140,7 +152,7 @@ func (q *Queries) ListAllDatastoreVersions(ctx context.Context) ([]DatastoreVers
 }
 
 const listDatastoreVersions = `-- name: ListDatastoreVersions :many
-SELECT id, datastore_id, name, version, manager, active, image FROM datastore_version WHERE datastore_id = $1 ORDER BY name
+SELECT id, datastore_id, name, version, manager, active, image, image_tags, packages, registry_ext, repl_strategy FROM datastore_version WHERE datastore_id = $1 ORDER BY name
 `
 
 func (q *Queries) ListDatastoreVersions(ctx context.Context, datastoreID uuid.UUID) ([]DatastoreVersion, error) {
@@ -160,6 +172,10 @@ func (q *Queries) ListDatastoreVersions(ctx context.Context, datastoreID uuid.UU
 			&i.Manager,
 			&i.Active,
 			&i.Image,
+			&i.ImageTags,
+			&i.Packages,
+			&i.RegistryExt,
+			&i.ReplStrategy,
 		); err != nil {
 			return nil, err
 		}
@@ -263,7 +279,7 @@ INSERT INTO datastore_version (id, datastore_id, name, version, manager, active,
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (datastore_id, name) DO UPDATE
 SET version = EXCLUDED.version, manager = EXCLUDED.manager, active = EXCLUDED.active, image = EXCLUDED.image
-RETURNING id, datastore_id, name, version, manager, active, image
+RETURNING id, datastore_id, name, version, manager, active, image, image_tags, packages, registry_ext, repl_strategy
 `
 
 type UpsertDatastoreVersionParams struct {
@@ -295,6 +311,10 @@ func (q *Queries) UpsertDatastoreVersion(ctx context.Context, arg UpsertDatastor
 		&i.Manager,
 		&i.Active,
 		&i.Image,
+		&i.ImageTags,
+		&i.Packages,
+		&i.RegistryExt,
+		&i.ReplStrategy,
 	)
 	return i, err
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 type AgentCommand struct {
@@ -23,6 +24,7 @@ type AgentCommand struct {
 	Error        string
 	CreatedAt    time.Time
 	CompletedAt  *time.Time
+	Seq          pgtype.Int8
 }
 
 type ApiToken struct {
@@ -34,6 +36,34 @@ type ApiToken struct {
 	ExpiresAt *time.Time
 }
 
+type Configuration struct {
+	ID                 uuid.UUID
+	ProjectID          string
+	Name               string
+	Description        pgtype.Text
+	DatastoreVersionID uuid.UUID
+	Items              []byte
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+}
+
+type ConfigurationApply struct {
+	CommandID       uuid.UUID
+	InstanceID      uuid.UUID
+	ConfigurationID uuid.NullUUID
+	Restart         bool
+	CreatedAt       time.Time
+}
+
+type ConfigurationParameter struct {
+	DatastoreVersionID uuid.UUID
+	Name               string
+	DataType           string
+	RestartRequired    bool
+	MinSize            pgtype.Numeric
+	MaxSize            pgtype.Numeric
+}
+
 type Datastore struct {
 	ID               uuid.UUID
 	Name             string
@@ -41,13 +71,17 @@ type Datastore struct {
 }
 
 type DatastoreVersion struct {
-	ID          uuid.UUID
-	DatastoreID uuid.UUID
-	Name        string
-	Version     string
-	Manager     string
-	Active      bool
-	Image       string
+	ID           uuid.UUID
+	DatastoreID  uuid.UUID
+	Name         string
+	Version      string
+	Manager      string
+	Active       bool
+	Image        string
+	ImageTags    []string
+	Packages     []string
+	RegistryExt  string
+	ReplStrategy string
 }
 
 type Event struct {
@@ -92,10 +126,50 @@ type Instance struct {
 	DeletedAt          *time.Time
 	Inventory          []byte
 	InventoryAt        *time.Time
+	ConfigurationID    uuid.NullUUID
+	AccessIsPublic     pgtype.Bool
+	AccessAllowedCidrs []string
+}
+
+type InstanceAction struct {
+	CommandID        uuid.UUID
+	InstanceID       uuid.UUID
+	Action           string
+	RequestedBy      string
+	FromFlavorID     string
+	ToFlavorID       string
+	FromVolumeSizeGb int32
+	ToVolumeSizeGb   int32
+	Outcome          string
+	CreatedAt        time.Time
+	CompletedAt      *time.Time
 }
 
 type Project struct {
 	ID        string
 	Name      string
 	CreatedAt time.Time
+}
+
+type Quotum struct {
+	ProjectID string
+	Resource  string
+	HardLimit int32
+	UpdatedAt time.Time
+}
+
+type RateLimit struct {
+	ProjectID string
+	LimitKey  string
+	Tat       time.Time
+}
+
+type RootHistory struct {
+	ID         int64
+	InstanceID uuid.UUID
+	EnabledAt  time.Time
+	EnabledBy  string
+	CommandID  uuid.UUID
+	DisabledAt *time.Time
+	DisabledBy string
 }

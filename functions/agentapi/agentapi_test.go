@@ -308,3 +308,37 @@ func BenchmarkCommandDispatch(b *testing.B) {
 		b.ReportMetric(float64(lat[n*99/100].Microseconds())/1000, "p99-ms")
 	}
 }
+
+// Commands queued in one transaction share created_at; they must still
+// reach the agent in the order they were queued.
+func TestCommandsDeliveredInQueueOrder(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	a := f.newInstance(t)
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, name := range []string{"create_databases", "create_users", "grant_access", "revoke_access", "delete_user"} {
+		id := uuid.New()
+		if _, err := store.New(tx).InsertAgentCommand(ctx, store.InsertAgentCommandParams{
+			ID: id, InstanceID: a.id, Name: name, Payload: []byte(`{}`), LeaseSeconds: 60}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id.String())
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range want {
+		code, c := a.poll(t, 0)
+		if code != 200 || c.ID != id {
+			t.Fatalf("delivery %d: got %d %s, want %s", i, code, c.ID, id)
+		}
+		if code, _ := a.request(t, "POST", strings.Replace(protocol.PathResult, "{id}", c.ID, 1), protocol.Result{OK: true}); code != http.StatusNoContent {
+			t.Fatalf("result: %d", code)
+		}
+	}
+}

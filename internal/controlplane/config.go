@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/coffer-dbaas/coffer/internal/auth"
+	"github.com/coffer-dbaas/coffer/internal/ratelimit"
 )
 
 // Config is every setting, read from the environment by FromEnv. The
@@ -34,6 +37,14 @@ type Config struct {
 	MaxWorkers       int           // COFFER_MAX_WORKERS
 	DemoProject      string        // COFFER_DEMO_PROJECT: name of the seeded project
 	LogLevel         slog.Level    // COFFER_LOG_LEVEL: debug, info, warn, error
+
+	// Auth selects how API tokens are validated: "builtin" (tokens issued
+	// by Coffer, stored hashed) or "keystone" (Keystone v3 with the
+	// service user below).
+	Auth     string              // COFFER_AUTH: builtin (default) or keystone
+	Keystone auth.KeystoneConfig // COFFER_KEYSTONE_*: URL, USERNAME, PASSWORD, PROJECT_NAME, USER_DOMAIN_NAME, PROJECT_DOMAIN_NAME, CACHE_TTL
+	// RateLimits are Trove's per-project request limits; none: unlimited.
+	RateLimits []ratelimit.Limit // COFFER_RATE_LIMITS: default, off, or (VERB, URI, REGEX, VALUE, UNIT);...
 }
 
 // FromEnv reads the configuration. self is the running executable, used
@@ -74,6 +85,12 @@ func FromEnv(self string) (Config, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(env("COFFER_LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("COFFER_LOG_LEVEL: %w", err)
 	}
+	if err := c.authFromEnv(); err != nil {
+		return c, err
+	}
+	if c.RateLimits, err = ratelimit.ParseLimits(env("COFFER_RATE_LIMITS", "default")); err != nil {
+		return c, fmt.Errorf("COFFER_RATE_LIMITS: %w", err)
+	}
 	if c.Provider != "local" {
 		return c, fmt.Errorf("COFFER_PROVIDER %q is not supported (supported: local)", c.Provider)
 	}
@@ -84,6 +101,44 @@ func FromEnv(self string) (Config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// authFromEnv reads COFFER_AUTH and, for keystone, the service user's
+// credentials (all required but the domains, which default to Default).
+func (c *Config) authFromEnv() error {
+	c.Auth = env("COFFER_AUTH", "builtin")
+	switch c.Auth {
+	case "builtin":
+		return nil
+	case "keystone":
+	default:
+		return fmt.Errorf("COFFER_AUTH %q is not supported (supported: builtin, keystone)", c.Auth)
+	}
+	c.Keystone = auth.KeystoneConfig{
+		AuthURL:           os.Getenv("COFFER_KEYSTONE_URL"),
+		Username:          os.Getenv("COFFER_KEYSTONE_USERNAME"),
+		Password:          os.Getenv("COFFER_KEYSTONE_PASSWORD"),
+		ProjectName:       os.Getenv("COFFER_KEYSTONE_PROJECT_NAME"),
+		UserDomainName:    env("COFFER_KEYSTONE_USER_DOMAIN_NAME", "Default"),
+		ProjectDomainName: env("COFFER_KEYSTONE_PROJECT_DOMAIN_NAME", "Default"),
+	}
+	for _, v := range []struct{ name, value string }{
+		{"COFFER_KEYSTONE_URL", c.Keystone.AuthURL}, {"COFFER_KEYSTONE_USERNAME", c.Keystone.Username},
+		{"COFFER_KEYSTONE_PASSWORD", c.Keystone.Password}, {"COFFER_KEYSTONE_PROJECT_NAME", c.Keystone.ProjectName},
+	} {
+		if v.value == "" {
+			return fmt.Errorf("COFFER_AUTH=keystone needs %s", v.name)
+		}
+	}
+	ttl, err := time.ParseDuration(env("COFFER_KEYSTONE_CACHE_TTL", "60s"))
+	if err != nil || ttl < 0 {
+		return fmt.Errorf("COFFER_KEYSTONE_CACHE_TTL must be a duration >= 0 (e.g. 60s; 0 disables the cache), got %q", os.Getenv("COFFER_KEYSTONE_CACHE_TTL"))
+	}
+	if ttl == 0 {
+		ttl = -1 // KeystoneConfig: negative disables, zero means the default
+	}
+	c.Keystone.CacheTTL = ttl
+	return nil
 }
 
 // defaultDataDir: as root, /var/lib/coffer (datastores run as their own OS

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"golang.org/x/sync/errgroup"
@@ -20,6 +21,7 @@ import (
 	"github.com/coffer-dbaas/coffer/functions/agentapi"
 	"github.com/coffer-dbaas/coffer/internal/auth"
 	"github.com/coffer-dbaas/coffer/internal/provider/local"
+	"github.com/coffer-dbaas/coffer/internal/ratelimit"
 	"github.com/coffer-dbaas/coffer/internal/seed"
 	"github.com/coffer-dbaas/coffer/internal/tlsca"
 	"github.com/coffer-dbaas/coffer/jobs"
@@ -118,8 +120,16 @@ func Run(ctx context.Context, cfg Config, roles Roles, logger *slog.Logger, read
 		hub := agentapi.NewHub(pool.Config().ConnConfig, logger)
 		g.Go(func() error { return hub.Run(ctx) })
 
+		authn, err := cfg.authenticator(pool, logger)
+		if err != nil {
+			return err
+		}
+		limiter, err := ratelimit.New(pool, cfg.RateLimits, logger)
+		if err != nil {
+			return fmt.Errorf("rate limits: %w", err)
+		}
 		public := &http.Server{Handler: functions.Handler(&functions.Deps{
-			Pool: pool, River: riverClient, Auth: &auth.Builtin{Queries: store.New(pool)},
+			Pool: pool, River: riverClient, Auth: authn, RateLimit: limiter,
 			Region: cfg.Region, DefaultDatastore: cfg.DefaultDatastore, MaxVolumeGB: cfg.MaxVolumeGB, Logger: logger,
 		}), ReadHeaderTimeout: 10 * time.Second}
 		agentSrv := &http.Server{Handler: (&agentapi.Server{Pool: pool, River: riverClient, Hub: hub, Logger: logger}).Handler(),
@@ -186,6 +196,21 @@ type Ready struct {
 	Credentials   seed.Credentials
 	MemberRC      string
 	AdminRC       string
+}
+
+// authenticator is the token validation COFFER_AUTH selects.
+func (c Config) authenticator(pool *pgxpool.Pool, logger *slog.Logger) (auth.Authenticator, error) {
+	if c.Auth != "keystone" {
+		return &auth.Builtin{Queries: store.New(pool)}, nil
+	}
+	kc := c.Keystone
+	kc.Logger = logger
+	k, err := auth.NewKeystone(kc)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("validating tokens with Keystone", "url", kc.AuthURL, "service_user", kc.Username, "cache_ttl", kc.CacheTTL)
+	return k, nil
 }
 
 func (c Config) tlsHosts() []string {

@@ -84,6 +84,9 @@ func Catalog(ctx context.Context, pool *pgxpool.Pool) error {
 				}
 			}
 		}
+		if err := loadAllParameters(ctx, q); err != nil {
+			return err
+		}
 		for _, f := range Flavors {
 			if _, err := q.UpsertFlavor(ctx, store.UpsertFlavorParams{
 				ID: f.ID, Name: f.Name, RamMb: int32(f.RAMMB), Vcpus: int32(f.VCPUs)}); err != nil {

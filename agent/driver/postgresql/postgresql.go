@@ -368,6 +368,9 @@ func (d *Driver) VolumeUsage(ctx context.Context) (used, total int64, err error)
 	if err != nil {
 		return 0, 0, fmt.Errorf("volume usage of %s: %w", d.dataDir, err)
 	}
+	// Every reading enforces the size limit (lifecycle.go); a failure is
+	// retried with the next one and must not hide the usage.
+	_ = d.enforceVolumeLimit(ctx, used, total)
 	return used, total, nil
 }
 

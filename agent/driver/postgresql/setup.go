@@ -25,12 +25,14 @@ var (
 )
 
 // reservedUsers are role names a request may not create or take over: the
-// bootstrap and internal superusers, and names PostgreSQL reserves
+// internal superuser, the superuser root enable manages (RootUser), "root"
+// (hidden like Trove's ignore_users), and names PostgreSQL reserves
 // (besides the pg_ prefix, checked separately).
-var reservedUsers = []string{"postgres", AdminUser, "public", "none", "current_user", "session_user", "current_role"}
+var reservedUsers = []string{RootUser, AdminUser, "root", "public", "none", "current_user", "session_user", "current_role"}
 
-// reservedDatabases exist in every cluster and belong to the operator.
-var reservedDatabases = []string{"postgres", "template0", "template1"}
+// reservedDatabases exist in every cluster and belong to the operator, or
+// are hidden like Trove's ignore_dbs (os_admin).
+var reservedDatabases = []string{"postgres", "template0", "template1", AdminUser}
 
 // validateRequest checks every name in req before anything is touched.
 // Errors name the offending database or user, never a password.
@@ -165,7 +167,7 @@ func createDatabase(ctx context.Context, conn *pgx.Conn, db protocol.Database) e
 		return fmt.Errorf("look up database %s: %w", db.Name, err)
 	}
 	if exists {
-		return nil
+		return restrictDatabase(ctx, conn, db.Name)
 	}
 	sql := "CREATE DATABASE " + ident(db.Name)
 	if db.CharacterSet != "" || db.Collate != "" {
@@ -182,6 +184,18 @@ func createDatabase(ctx context.Context, conn *pgx.Conn, db protocol.Database) e
 	}
 	if _, err := conn.Exec(ctx, sql); err != nil && !isCode(err, duplicateDatabase) {
 		return fmt.Errorf("create database %s: %w", db.Name, err)
+	}
+	return restrictDatabase(ctx, conn, db.Name)
+}
+
+// restrictDatabase takes PostgreSQL's default CONNECT and TEMPORARY
+// privileges away from PUBLIC, so that only users granted the database
+// (Trove's user access) reach it, and revoking access means something.
+// Run on every create, also of a database that exists: an earlier attempt
+// may have stopped between CREATE and REVOKE.
+func restrictDatabase(ctx context.Context, conn *pgx.Conn, name string) error {
+	if _, err := conn.Exec(ctx, "REVOKE CONNECT, TEMPORARY ON DATABASE "+ident(name)+" FROM PUBLIC"); err != nil {
+		return fmt.Errorf("restrict database %s to granted users: %w", name, err)
 	}
 	return nil
 }
