@@ -74,6 +74,7 @@ func (w *ProvisionInstanceWorker) Work(ctx context.Context, job *river.Job[Provi
 		Datastore:    row.DatastoreManager,
 		Version:      row.VersionName,
 		Image:        row.VersionImage,
+		AllowedCIDRs: inst.AccessAllowedCidrs,
 		Agent: protocol.AgentConfig{
 			APIURL:     w.deps.AgentAPIURL,
 			CACert:     w.deps.AgentCACert,
@@ -84,16 +85,40 @@ func (w *ProvisionInstanceWorker) Work(ctx context.Context, job *river.Job[Provi
 	})
 	if err != nil {
 		err = fmt.Errorf("provision %s: create server: %w", id, err)
-		if job.Attempt >= job.MaxAttempts {
+		// A refusal (quota, unknown flavor or image) will not change on
+		// retry, and the provider already removed what it had created.
+		if errors.Is(err, provider.ErrRefused) || job.Attempt >= job.MaxAttempts {
 			return w.fail(ctx, inst, err)
 		}
 		return err
 	}
-	return w.deps.inTx(ctx, func(tx pgx.Tx, q *store.Queries) error {
+	// A server that already existed keeps the credential it was booted
+	// with (user-data cannot change): the agent's is the valid one.
+	tokenHash := auth.Hash(token)
+	if k, ok := w.deps.Provider.(provider.CredentialKeeper); ok {
+		h, err := k.AgentTokenHash(ctx, id.String())
+		if err != nil {
+			return fmt.Errorf("provision %s: read the server's credential: %w", id, err)
+		}
+		if h != nil {
+			tokenHash = h
+		}
+	}
+	err = w.deps.inTx(ctx, func(tx pgx.Tx, q *store.Queries) error {
+		if err := q.SetInstanceAgentToken(ctx, store.SetInstanceAgentTokenParams{ID: id, AgentTokenHash: tokenHash}); err != nil {
+			return err
+		}
 		return q.SetInstanceServer(ctx, store.SetInstanceServerParams{
 			ID: id, ServerID: server.ID, ComputeStatus: server.Status, Address: server.Address, Port: int32(server.Port),
 		})
 	})
+	if err != nil {
+		return fmt.Errorf("provision %s: record server: %w", id, err)
+	}
+	if server.Status == provider.StatusError {
+		return w.fail(ctx, inst, fmt.Errorf("provision %s: server in ERROR: %s", id, server.Fault))
+	}
+	return nil
 }
 
 // fail records that the server could not be built, with the reason.

@@ -13,7 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO=sudo
 fi
 echo "installing: ${missing[*]}" >&2
-$SUDO apt-get update -qq
+$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
 # No service starts during install (containers often lack an init system;
 # Coffer starts its own PostgreSQL clusters).
-DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq "${missing[@]}" >&2
+$SUDO env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >&2

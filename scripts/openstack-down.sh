@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# openstack-down.sh DATA_DIR [--purge]
+# openstack-down.sh DATA_DIR [--purge]  (from ../shared/docs/openstack-for-tests.md, appendix B)
 #
 # Stop everything openstack-up.sh DATA_DIR started, by the pids it recorded in
 # DATA_DIR/run/*.pid. Each service was started with setsid, so the pid is a

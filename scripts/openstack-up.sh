@@ -22,7 +22,8 @@
 #   - writes DATA_DIR/coffer.env (COFFER_OS_* for that user) and prints it
 #     with the other exports.
 #
-# Ports (127.0.0.1 only), override the base with OS_PORT_BASE (default 15200):
+# Ports (127.0.0.1 only), override the base with OS_PORT_BASE (default 15200;
+# a DATA_DIR keeps the base it was first started with):
 #   +0  keystone    http://127.0.0.1:15200/v3
 #   +1  mariadb     (user os / dbpass)
 #   +2  rabbitmq    amqp (guest/guest)
@@ -50,16 +51,37 @@
 # OS_USER_DATA_FOR_MEMBERS=1: let project members (not only admin) read
 # OS-EXT-SRV-ATTR:user_data (nova policy override).
 # OS_SKIP_INSTALL=1: never run apt-get (fail if a package is missing).
+# `openstack-up.sh --install-only` installs the packages and exits (CI can
+# run it early, alongside other steps).
 #
 # Packages (Debian 12); nova-compute itself is not installed: it pulls
 # libvirt+qemu, and the fake driver only needs python3-nova, which nova-api
 # already pulls in.
 set -euo pipefail
 
-DATA_DIR=${1:?usage: openstack-up.sh DATA_DIR}
+INSTALL_ONLY=0
+if [ "${1:-}" = --install-only ]; then
+  INSTALL_ONLY=1
+  DATA_DIR=$(mktemp -d)
+else
+  DATA_DIR=${1:?usage: openstack-up.sh DATA_DIR | --install-only}
+fi
 mkdir -p "$DATA_DIR"
 D=$(cd "$DATA_DIR" && pwd)
-B=${OS_PORT_BASE:-15200}
+# One run at a time per DATA_DIR (a CI step and a test may both ask for
+# it): a second run waits, then finds everything running. The services
+# must not inherit the lock's descriptor (see start).
+exec 9>"$D/.up.lock"
+flock 9
+# The base a DATA_DIR was first started with sticks to it: its configs,
+# catalog endpoints and rc files name those ports.
+if [ -f "$D/port-base" ]; then
+  B=$(cat "$D/port-base")
+  [ -z "${OS_PORT_BASE:-}" ] || [ "$OS_PORT_BASE" = "$B" ] || { echo "openstack-up: $D was set up with OS_PORT_BASE=$B" >&2; exit 1; }
+else
+  B=${OS_PORT_BASE:-15200}
+  echo "$B" >"$D/port-base"
+fi
 H=127.0.0.1
 P_KS=$B; P_DB=$((B+1)); P_MQ=$((B+2)); P_EPMD=$((B+3)); P_DIST=$((B+4))
 P_GLANCE=$((B+10)); P_PLACEMENT=$((B+20)); P_NOVA=$((B+30)); P_CINDER=$((B+40)); P_NEUTRON=$((B+50))
@@ -87,7 +109,7 @@ port_open() { (exec 3<>"/dev/tcp/$H/$1") 2>/dev/null; }
 start() {
   local name=$1; shift
   if running "$name"; then return 0; fi
-  setsid "$@" >>"$LOGD/$name.out" 2>&1 </dev/null &
+  setsid "$@" >>"$LOGD/$name.out" 2>&1 </dev/null 9>&- &
   echo $! >"$RUN/$name.pid"
   STARTED="$STARTED$name "
   log "started $name (pid $!)"
@@ -148,6 +170,10 @@ install_packages() {
   log "packages installed"
 }
 install_packages
+if [ $INSTALL_ONLY = 1 ]; then
+  rm -rf "$D"
+  exit 0
+fi
 
 for bin in mariadbd mariadb-install-db epmd keystone-manage glance-manage placement-manage nova-manage cinder-manage neutron-db-manage; do
   command -v "$bin" >/dev/null || die "missing $bin although its package is installed"
@@ -540,7 +566,7 @@ mkdir -p "$D/cinder/lock"
 # keeps no data at all; it cannot copy an image into a volume (volume from
 # image, boot from volume) or a volume into an image. These two overrides make
 # those succeed without data: the volume's "content" is not kept, an uploaded
-# image gets 1 MiB of zeros.
+# image gets 1 MiB of zeros. A third makes volume extends succeed.
 cat >"$D/pylib/fakecinder.py" <<'EOF'
 """Cinder volume driver for tests: no storage, image copies are no-ops."""
 import os
@@ -553,6 +579,12 @@ from cinder.volume import volume_utils
 class FakeVolumeDriver(fake_driver.FakeLoggingVolumeDriver):
     def copy_image_to_volume(self, context, volume, image_service, image_id,
                              *args, **kwargs):
+        pass
+
+    # The parent's extend goes to LVM (a fake one without extend_volume),
+    # so a volume extend would end in error_extending; nothing is stored,
+    # so there is nothing to grow.
+    def extend_volume(self, volume, new_size):
         pass
 
     def copy_volume_to_image(self, context, volume, image_service, image_meta):
@@ -747,8 +779,13 @@ case $STARTED in *" nova-compute "*) since_env+=(OS_WAIT_SINCE_NOVA_COMPUTE=$SIN
 case $STARTED in *" cinder-volume "*) since_env+=(OS_WAIT_SINCE_CINDER_VOLUME=$SINCE);; esac
 os_wait() { env $(sed -n 's/^export //p' "$D/openrc-admin") "${since_env[@]}" $PY "$D/pylib/os_wait.py" "$@" >&2 || die "$* not ready; see $LOGD/"; }
 os_wait compute-up placement-rp volume-up
-NM cell_v2 discover_hosts
-os_wait hypervisor
+# discover_hosts costs ~5 s (nova-manage start-up); a re-run whose compute
+# host is mapped already skips it.
+mapped() { env $(sed -n 's/^export //p' "$D/openrc-admin") OS_WAIT_TIMEOUT=0 $PY "$D/pylib/os_wait.py" hypervisor >/dev/null 2>&1; }
+if ! mapped; then
+  NM cell_v2 discover_hosts
+  os_wait hypervisor
+fi
 for svc in mariadb epmd rabbitmq keystone glance placement neutron nova-api nova-conductor \
            nova-scheduler nova-compute cinder-api cinder-scheduler cinder-volume; do
   running $svc || die "$svc is not running; see $LOGD/$svc.out and the service log"
@@ -801,6 +838,7 @@ mv "$D/ids.tmp" "$D/ids"
 # admin role), the management network its instances' ports go on, and no
 # quota limits in the service project (all instances of all tenants live
 # there; Coffer enforces its own per-tenant quotas).
+if ! once coffer-setup || [ ! -s "$D/coffer.env" ]; then
 log "coffer: service user, management network, service project quotas"
 env $(sed -n 's/^export //p' "$D/openrc-admin") COFFER_PW="$COFFER_PW" $PY - >"$D/coffer.tmp" <<'PYEOF' \
   || die "creating Coffer's user/network/quotas failed"
@@ -835,6 +873,8 @@ PYEOF
   cat "$D/coffer.tmp"
 } >"$D/coffer.env"
 rm -f "$D/coffer.tmp"
+done_ coffer-setup
+fi
 
 log "up: $KS_URL (data in $D)"
 cat "$D/openrc-admin" "$D/ids" "$D/coffer.env"

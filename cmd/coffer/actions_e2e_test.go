@@ -50,6 +50,11 @@ func (c *coffer) watchStatuses(id string) *actionsStatusWatch {
 			}
 			select {
 			case <-w.stop:
+				// One last look: the caller stops the watch once it saw the
+				// final status itself, possibly before this loop did.
+				if s := c.peekStatus(id); s != "" && (len(seen) == 0 || seen[len(seen)-1] != s) {
+					seen = append(seen, s)
+				}
 				w.done <- seen
 				return
 			case <-time.After(20 * time.Millisecond):

@@ -26,7 +26,7 @@ type Config struct {
 	AgentListen      string        // COFFER_AGENT_LISTEN: agent API (always TLS)
 	AgentAPIURL      string        // COFFER_AGENT_API_URL: the agent API as guests reach it (default: https://<AgentListen>)
 	TLSHosts         []string      // COFFER_TLS_HOSTS: extra names/IPs for the agent API certificate
-	Provider         string        // COFFER_PROVIDER: local
+	Provider         string        // COFFER_PROVIDER: local or openstack (COFFER_OS_* settings)
 	LocalRoot        string        // COFFER_LOCAL_ROOT: instance directories of the local provider
 	LocalAddresses   string        // COFFER_LOCAL_ADDRESS_PREFIX: loopback /16 for instances (127.10)
 	AgentCommand     []string      // COFFER_AGENT_COMMAND: how the local provider starts an agent
@@ -91,8 +91,8 @@ func FromEnv(self string) (Config, error) {
 	if c.RateLimits, err = ratelimit.ParseLimits(env("COFFER_RATE_LIMITS", "default")); err != nil {
 		return c, fmt.Errorf("COFFER_RATE_LIMITS: %w", err)
 	}
-	if c.Provider != "local" {
-		return c, fmt.Errorf("COFFER_PROVIDER %q is not supported (supported: local)", c.Provider)
+	if c.Provider != "local" && c.Provider != "openstack" {
+		return c, fmt.Errorf("COFFER_PROVIDER %q is not supported (supported: local, openstack)", c.Provider)
 	}
 	if c.DataDir, err = filepath.Abs(c.DataDir); err != nil {
 		return c, err

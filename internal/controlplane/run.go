@@ -20,7 +20,9 @@ import (
 	"github.com/coffer-dbaas/coffer/functions"
 	"github.com/coffer-dbaas/coffer/functions/agentapi"
 	"github.com/coffer-dbaas/coffer/internal/auth"
+	"github.com/coffer-dbaas/coffer/internal/provider"
 	"github.com/coffer-dbaas/coffer/internal/provider/local"
+	"github.com/coffer-dbaas/coffer/internal/provider/openstack"
 	"github.com/coffer-dbaas/coffer/internal/ratelimit"
 	"github.com/coffer-dbaas/coffer/internal/seed"
 	"github.com/coffer-dbaas/coffer/internal/tlsca"
@@ -89,9 +91,9 @@ func Run(ctx context.Context, cfg Config, roles Roles, logger *slog.Logger, read
 
 	riverCfg := &river.Config{Logger: logger}
 	if roles.Worker {
-		prov, err := local.New(local.Config{Root: cfg.LocalRoot, AgentCommand: cfg.AgentCommand, AddressPrefix: cfg.LocalAddresses, Logger: logger})
+		prov, err := newProvider(ctx, cfg, logger)
 		if err != nil {
-			return fmt.Errorf("local provider: %w", err)
+			return err
 		}
 		riverCfg = jobs.Config(&jobs.Deps{
 			Pool: pool, Provider: prov, AgentAPIURL: cfg.AgentAPIURL, AgentCACert: string(ca.CACertPEM),
@@ -219,4 +221,24 @@ func (c Config) tlsHosts() []string {
 		hosts = append(hosts, h)
 	}
 	return hosts
+}
+
+// newProvider builds the configured compute provider.
+func newProvider(ctx context.Context, cfg Config, logger *slog.Logger) (provider.Provider, error) {
+	if cfg.Provider == "openstack" {
+		osCfg, err := openstack.ConfigFromEnv()
+		if err != nil {
+			return nil, fmt.Errorf("openstack provider: %w", err)
+		}
+		p, err := openstack.New(ctx, osCfg, logger)
+		if err != nil {
+			return nil, fmt.Errorf("openstack provider: %w", err)
+		}
+		return p, nil
+	}
+	p, err := local.New(local.Config{Root: cfg.LocalRoot, AgentCommand: cfg.AgentCommand, AddressPrefix: cfg.LocalAddresses, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("local provider: %w", err)
+	}
+	return p, nil
 }

@@ -1,8 +1,8 @@
 // Package provider is the compute abstraction the lifecycle jobs use: a
 // provider creates the server (VM, or on one machine a directory and
 // processes) that hosts one instance's datastore and guest agent, reports
-// its state and deletes it. Implementations: local (this machine) and,
-// later, openstack (Nova, Cinder, Neutron through gophercloud).
+// its state and deletes it. Implementations: local (this machine) and
+// openstack (Nova, Cinder, Neutron through gophercloud).
 //
 // Every method is idempotent and keyed by the Coffer instance id, so a job
 // retried after a crash at any point neither duplicates nor leaks resources.
@@ -37,6 +37,11 @@ type ServerSpec struct {
 	Datastore    string // manager: postgresql, mariadb, redis
 	Version      string
 	Image        string
+	// AllowedCIDRs are the networks that may reach the datastore's port
+	// (the instance's access.allowed_cidrs). Empty: nobody from outside;
+	// the agent needs no inbound access (it dials out to the control
+	// plane). Providers without a network firewall (local) ignore it.
+	AllowedCIDRs []string
 	// Agent is the agent's configuration; the provider fills in where the
 	// datastore listens (ListenAddress, Port) and DataDir before handing it
 	// to the guest.
@@ -63,4 +68,73 @@ type Provider interface {
 	// DeleteServer removes everything the instance's server owns; deleting
 	// what does not exist succeeds.
 	DeleteServer(ctx context.Context, instanceID string) error
+}
+
+// ErrRefused marks a CreateServer (or resize) error the cloud gave for a
+// reason a retry does not fix: an unknown flavor or image, a quota, a
+// request the cloud rejects as invalid. The error's text carries the
+// cloud's own message. Whatever the call had created for the instance has
+// been removed again. The caller should fail the operation at once instead
+// of retrying.
+var ErrRefused = errors.New("refused by the cloud")
+
+// Flavor is a compute flavor as a provider's catalog reports it.
+type Flavor struct {
+	ID          string
+	Name        string
+	RAMMB       int
+	VCPUs       int
+	DiskGB      int
+	EphemeralGB int
+}
+
+// VolumeType is a block-storage volume type.
+type VolumeType struct {
+	ID          string
+	Name        string
+	Description string
+}
+
+// Catalog is implemented by providers whose cloud defines the flavors and
+// volume types (OpenStack: Nova and Cinder), so that the catalog shows
+// what can really be booted.
+type Catalog interface {
+	ListFlavors(ctx context.Context) ([]Flavor, error)
+	ListVolumeTypes(ctx context.Context) ([]VolumeType, error)
+}
+
+// Resizer is implemented by providers that can resize an instance's
+// server and volume in place. Both are idempotent: calling again after a
+// crash finishes the operation.
+type Resizer interface {
+	// ResizeServer moves the server to flavorID and returns it. A resize
+	// the cloud cannot complete is reverted and reported as an error.
+	ResizeServer(ctx context.Context, instanceID, flavorID string) (Server, error)
+	// ExtendVolume grows the instance's volume to sizeGB (never shrinks);
+	// the agent then grows the filesystem.
+	ExtendVolume(ctx context.Context, instanceID string, sizeGB int) error
+}
+
+// CredentialKeeper is implemented by providers that hand the agent its
+// configuration once, when the server is created (OpenStack: cloud-init
+// user-data, which Nova cannot change afterwards). For them, CreateServer
+// on an instance whose server already exists keeps that server, whose
+// agent keeps the credential it was created with, not spec.Agent.Token.
+//
+// AgentTokenHash returns the SHA-256 of that credential (what auth.Hash
+// stores), nil if the server carries none, or ErrNotFound. A caller that
+// rotated the credential before CreateServer stores this hash back when it
+// differs from its own, so the agent that runs stays authorised.
+type CredentialKeeper interface {
+	AgentTokenHash(ctx context.Context, instanceID string) ([]byte, error)
+}
+
+// Firewall is implemented by providers that filter who reaches an
+// instance's datastore, so that a change of the instance's
+// access.allowed_cidrs applies to a server that exists.
+type Firewall interface {
+	// SetAllowedCIDRs makes cidrs (CIDRs or bare addresses) exactly the
+	// networks that reach the datastore's port; empty closes it. It
+	// returns ErrNotFound when the instance has no server.
+	SetAllowedCIDRs(ctx context.Context, instanceID string, cidrs []string) error
 }
