@@ -99,6 +99,18 @@ func validDatabaseName(name string) *openapi.Fault {
 	return nil
 }
 
+// validDatabaseOptions checks a new database's character set and
+// collation (each optional).
+func validDatabaseOptions(charset, collate string) *openapi.Fault {
+	if charset != "" && !postgresEncodings[normaliseEncoding(charset)] {
+		return openapi.BadRequest("'%s' is not a valid character set.", charset)
+	}
+	if collate != "" && !collatePattern.MatchString(collate) {
+		return openapi.BadRequest("'%s' is not a valid collation.", collate)
+	}
+	return nil
+}
+
 func validUserName(name string) *openapi.Fault {
 	if !accountNamePattern.MatchString(name) {
 		return openapi.BadRequest("'%s' is not a valid user name: use 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or '_'.", name)
@@ -469,8 +481,12 @@ func Databases(api huma.API, deps *Deps) {
 	huma.Register(api, huma.Operation{
 		OperationID: "show-database", Method: http.MethodGet, Path: base + "/{database}",
 		Summary: "Show a database (not implemented, as in Trove)", Tags: tags, Security: tokenSecurity,
-		Errors: []int{http.StatusNotImplemented},
+		Errors: []int{http.StatusNotFound, http.StatusNotImplemented},
 	}, func(ctx context.Context, in *databaseInput) (*struct{}, error) {
+		// Trove looks the instance up first: another project's is 404.
+		if _, err := deps.getInstance(ctx, deps.queries(), in.TenantID, in.InstanceID); err != nil {
+			return nil, err
+		}
 		return nil, openapi.Errorf(http.StatusNotImplemented, "The server has either erred or is incapable of performing the requested operation.")
 	})
 	huma.Register(api, huma.Operation{
@@ -512,11 +528,8 @@ func (d *Deps) createDatabases(ctx context.Context, in *databasesCreateInput) (*
 			return nil, openapi.BadRequest("Two or more databases share the name '%s' in the request.", db.Name)
 		}
 		seen[db.Name] = true
-		if db.CharacterSet != "" && !postgresEncodings[normaliseEncoding(db.CharacterSet)] {
-			return nil, openapi.BadRequest("'%s' is not a valid character set.", db.CharacterSet)
-		}
-		if db.Collate != "" && !collatePattern.MatchString(db.Collate) {
-			return nil, openapi.BadRequest("'%s' is not a valid collation.", db.Collate)
+		if f := validDatabaseOptions(db.CharacterSet, db.Collate); f != nil {
+			return nil, f
 		}
 		dbs = append(dbs, protocol.Database{Name: db.Name, CharacterSet: db.CharacterSet, Collate: db.Collate})
 	}

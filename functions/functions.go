@@ -77,6 +77,8 @@ func NewAPI(mux *http.ServeMux) huma.API {
 	// No "$schema" links in Trove bodies.
 	cfg.CreateHooks = nil
 	cfg.Info.Description = "Provision and manage PostgreSQL, MariaDB and Redis instances. Every path under /v1.0/{tenant_id} needs an X-Auth-Token whose project is {tenant_id}. Errors use Trove's fault body."
+	// Request bodies with control characters in a string are refused (guards.go).
+	cfg.Formats = textChecked(cfg.Formats)
 	cfg.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
 		"token": {Type: "apiKey", In: "header", Name: "X-Auth-Token", Description: "Keystone or built-in API token"},
 	}
@@ -105,7 +107,7 @@ func Handler(deps *Deps, resources ...Resource) http.Handler {
 	for _, r := range resources {
 		r(api, deps)
 	}
-	return deps.authenticate(deps.RateLimit.Middleware(faultForUnrouted(mux)))
+	return deps.recoverPanics(deps.authenticate(deps.RateLimit.Middleware(faultForUnrouted(mux))))
 }
 
 // Spec returns the OpenAPI document of the full API.

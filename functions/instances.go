@@ -220,10 +220,6 @@ func (d *Deps) instanceView(ctx context.Context, r instanceRow, detail, live boo
 	return v
 }
 
-// Names PostgreSQL reserves or Coffer's agent uses for itself.
-var reservedUsers = map[string]bool{"postgres": true, "os_admin": true, "root": true}
-var reservedDatabases = map[string]bool{"postgres": true, "template0": true, "template1": true}
-
 var hasAlnum = regexp.MustCompile(`[A-Za-z0-9]`)
 
 func (d *Deps) createInstance(ctx context.Context, in *instanceCreateInput) (*instanceOutput, error) {
@@ -370,8 +366,13 @@ func prepareRequest(req openapi.InstanceCreate, datastore string, v store.Datast
 	p := protocol.PrepareRequest{Datastore: v.Manager, Version: v.Name, FlavorRAMMB: int(f.RamMb), VolumeSizeGB: size}
 	dbs := map[string]bool{}
 	for _, db := range req.Databases {
-		if reservedDatabases[strings.ToLower(db.Name)] {
-			return p, openapi.BadRequest("Database name '%s' is reserved.", db.Name)
+		// What the databases and users routes refuse, the guest's prepare
+		// would refuse too, leaving the instance in ERROR: refuse it here.
+		if f := validDatabaseName(db.Name); f != nil {
+			return p, f
+		}
+		if f := validDatabaseOptions(db.CharacterSet, db.Collate); f != nil {
+			return p, f
 		}
 		if dbs[db.Name] {
 			return p, openapi.BadRequest("Database '%s' is specified more than once.", db.Name)
@@ -385,8 +386,14 @@ func prepareRequest(req openapi.InstanceCreate, datastore string, v store.Datast
 		if host == "" {
 			host = "%"
 		}
-		if reservedUsers[strings.ToLower(u.Name)] {
-			return p, openapi.BadRequest("User name '%s' is reserved.", u.Name)
+		if f := validUserName(u.Name); f != nil {
+			return p, f
+		}
+		if f := validPassword(u.Name, u.Password); f != nil {
+			return p, f
+		}
+		if f := validHost(v.Manager, u.Name, host); f != nil {
+			return p, f
 		}
 		if users[u.Name+"@"+host] {
 			return p, openapi.BadRequest("User '%s' is specified more than once.", u.Name)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"net/http"
 	"slices"
@@ -348,9 +349,10 @@ func validateValues(values openapi.ConfigValues, rules []store.ConfigurationPara
 		if !typeOK {
 			return unprocessable("The value provided for the configuration parameter %s is not of type %s.", k, rule.DataType)
 		}
-		// A configuration file holds one setting per line.
-		if s, err := agentValue(raw, rule.DataType); err != nil || strings.ContainsAny(s, "\r\n\x00") {
-			return unprocessable("The value provided for the configuration parameter %s must not contain line breaks or NUL characters.", k)
+		// A configuration file holds one setting per line, and no control
+		// characters (a tab or an escape is no part of any valid setting).
+		if s, err := agentValue(raw, rule.DataType); err != nil || hasControl(s) {
+			return unprocessable("The value provided for the configuration parameter %s must not contain line breaks, NUL or other control characters.", k)
 		}
 		if kind != "int" && kind != "float" {
 			continue
@@ -359,14 +361,30 @@ func validateValues(values openapi.ConfigValues, rules []store.ConfigurationPara
 		if !ok {
 			return unprocessable("The value provided for the configuration parameter %s is not of type %s.", k, rule.DataType)
 		}
-		if min := numericRat(rule.MinSize); min != nil && v.Cmp(min) < 0 {
+		// A bound the rule leaves open is still the datastore's number
+		// type's: no datastore takes an integer beyond 64 bits.
+		min, max := numericRat(rule.MinSize), numericRat(rule.MaxSize)
+		if min == nil {
+			min = numberBounds[rule.DataType][0]
+		}
+		if max == nil {
+			max = numberBounds[rule.DataType][1]
+		}
+		if min != nil && v.Cmp(min) < 0 {
 			return unprocessable("The value for the configuration parameter %s is less than the minimum allowed: %s", k, ratString(min))
 		}
-		if max := numericRat(rule.MaxSize); max != nil && v.Cmp(max) > 0 {
+		if max != nil && v.Cmp(max) > 0 {
 			return unprocessable("The value for the configuration parameter %s is greater than the maximum allowed: %s", k, ratString(max))
 		}
 	}
 	return nil
+}
+
+// numberBounds are the widest values of a numeric parameter type, for the
+// bounds its rule leaves open.
+var numberBounds = map[string][2]*big.Rat{
+	"integer": {new(big.Rat).SetInt64(math.MinInt64), new(big.Rat).SetInt64(math.MaxInt64)},
+	"float":   {new(big.Rat).SetFloat64(-math.MaxFloat64), new(big.Rat).SetFloat64(math.MaxFloat64)},
 }
 
 func listOfScalars(raw json.RawMessage) bool {

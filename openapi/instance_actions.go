@@ -49,7 +49,7 @@ func (NullableID) Schema(huma.Registry) *huma.Schema {
 type AccessUpdate struct {
 	_            struct{} `additionalProperties:"false"`
 	IsPublic     *bool    `json:"is_public,omitempty" doc:"Reachable from public networks (default false)"`
-	AllowedCIDRs []string `json:"allowed_cidrs,omitempty" uniqueItems:"true" maxItems:"100" doc:"IPv4 networks allowed to connect (default: all)"`
+	AllowedCIDRs []string `json:"allowed_cidrs,omitempty" maxItems:"100" doc:"IPv4 networks allowed to connect (default: all)"`
 }
 
 // InstanceUpdate is the body of PUT /instances/{id}: a new name and at
