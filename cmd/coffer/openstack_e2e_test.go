@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,7 +175,8 @@ func openStackInstanceLifecycle(t testing.TB, cloud *openstacktest.Cloud, c *cof
 		t.Fatal(err)
 	}
 	cfg.DataDir = dataDir
-	cfg.ListenAddress = addressPrefix() + ".0.2"
+	// A loopback /16 of its own (127.250-254: other tests draw from 127.100-249).
+	cfg.ListenAddress = fmt.Sprintf("127.%d.0.2", 250+rand.IntN(5))
 	cfg.PIDFile = filepath.Join(dataDir, "agent.pid")
 	cfgJSON, _ := json.Marshal(cfg)
 	cfgFile := filepath.Join(t.TempDir(), "agent.json")
