@@ -29,14 +29,16 @@ import (
 // binary otherwise sleeps before exiting.
 const noRaceExitSleep = "GORACE=atexit_sleep_ms=0"
 
-// testPrefix hands each test its own loopback /16 out of 127.100–127.249,
+// testPrefix hands each test its own loopback /16 out of 127.200–127.249,
 // in random order: probing ports in one test never sees another's
 // listeners, nor, most likely, those of a concurrent run of this package.
-// (They come round again only after 150 tests, as with -count.)
+// (They come round again only after 50 tests, as with -count.) Other
+// packages keep out of this range: the all-in-one e2e tests use
+// 127.100–199, the jobs tests 127.99, the OpenStack e2e 127.250–254.
 func testPrefix() string {
 	testPrefixes.Lock()
 	defer testPrefixes.Unlock()
-	o := testPrefixes.octets[testPrefixes.next%len(testPrefixes.octets)] + 100
+	o := testPrefixes.octets[testPrefixes.next%len(testPrefixes.octets)] + 200
 	testPrefixes.next++
 	return "127." + strconv.Itoa(o)
 }
@@ -45,7 +47,7 @@ var testPrefixes = struct {
 	sync.Mutex
 	octets []int
 	next   int
-}{octets: rand.Perm(150)}
+}{octets: rand.Perm(50)}
 
 func newProvider(t *testing.T, env ...string) *Provider {
 	t.Helper()
