@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,34 +19,6 @@ import (
 // service user (COFFER_AUTH=keystone). Two projects (demo, alt) each see
 // only their own instances; Trove's policy statuses for members on admin
 // routes; 401 for a wrong token; 503 — not 500 — while Keystone is down.
-
-// startKeystoneCoffer is startCoffer validating tokens with ks, registered
-// in ks's catalog as the database service; extraEnv as for startCoffer.
-func startKeystoneCoffer(t *testing.T, ks *keystonetest.Keystone, extraEnv ...string) *coffer {
-	t.Helper()
-	c := startCoffer(t, append(ks.CofferEnv(), extraEnv...)...)
-	ks.RegisterDatabaseEndpoint(t, c.url)
-	return c
-}
-
-// ksCLI runs a CLI (openstack or trove) as u, through Keystone.
-func ksCLI(ks *keystonetest.Keystone, u keystonetest.User, name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...)
-	cmd.Env = ks.CLIEnv(u)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func ksCLIJSON(t *testing.T, ks *keystonetest.Keystone, u keystonetest.User, out any, name string, args ...string) {
-	t.Helper()
-	raw, err := ksCLI(ks, u, name, args...)
-	if err != nil {
-		t.Fatalf("%s %v as %s: %v\n%s", name, args, u.Name, err, raw)
-	}
-	if err := json.Unmarshal([]byte(raw), out); err != nil {
-		t.Fatalf("%s %v as %s: not JSON: %s", name, args, u.Name, raw)
-	}
-}
 
 // ksAPI calls the API directly with a token; tenant is the {tenant_id}.
 func ksAPI(t *testing.T, c *coffer, method, tenant, path, token, body string) (int, http.Header, map[string]any) {
@@ -107,40 +77,29 @@ func ksWait(t *testing.T, c *coffer, tenant, id, token, want string) map[string]
 	return nil
 }
 
-func requireCLIs(t *testing.T) {
-	t.Helper()
-	for _, cli := range []string{"openstack", "trove"} {
-		if _, err := exec.LookPath(cli); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s CLI not installed (CI must install python3-openstackclient python3-troveclient)", cli)
-			}
-			t.Skipf("SKIPPING: %s CLI not installed; run `go tool task deps:test`", cli)
-		}
-	}
-}
-
 func TestKeystoneCLIs(t *testing.T) {
+	t.Parallel()
 	requireCLIs(t)
 	start := time.Now()
 	step := func(what string) { t.Logf("%6.1fs %s", time.Since(start).Seconds(), what) }
 	ks := keystonetest.StartPrivate(t) // stopped below: not the shared one
 	step("keystone up")
 	// GET and POST generous for the CLIs; PUT on /mgmt tiny, to see 413.
-	c := startKeystoneCoffer(t, ks, "COFFER_RATE_LIMITS=(GET, *, .*, 2000, MINUTE);(POST, *, .*, 200, MINUTE);(DELETE, *, .*, 200, MINUTE);(PUT, */mgmt, ^/mgmt, 2, MINUTE)")
-	step("coffer up, database endpoint registered")
+	cl := startKeystoneCofferOn(t, ks, "COFFER_RATE_LIMITS=(GET, *, .*, 2000, MINUTE);(POST, *, .*, 200, MINUTE);(DELETE, *, .*, 200, MINUTE);(PUT, */mgmt, ^/mgmt, 2, MINUTE)")
+	c := cl.coffer
+	step("coffer up, database endpoint registered in its region")
 	demo, alt := ks.Demo, ks.Alt
 	demoTok, altTok, adminTok := ks.Token(t, demo), ks.Token(t, alt), ks.Token(t, ks.Admin)
 
 	// demo creates with openstack, alt with trove; both through the catalog.
 	var created map[string]any
-	ksCLIJSON(t, ks, demo, &created, "openstack", "database", "instance", "create", "ks-demo", "--flavor", "1", "--size", "1",
-		"--datastore", "postgresql", "--databases", "shop", "--users", "clerk:clerk-pass", "-f", "json")
+	cl.oscJSON(t, demo, &created, "database", "instance", "create", "ks-demo", "--flavor", "1", "--size", "1",
+		"--datastore", "postgresql", "--databases", "shop", "--users", "clerk:clerk-pass")
 	demoID, _ := created["id"].(string)
 	if demoID == "" || created["name"] != "ks-demo" {
 		t.Fatalf("openstack database instance create = %v", created)
 	}
-	created = nil
-	ksCLIJSON(t, ks, alt, &created, "trove", "--json", "create", "ks-alt", "1", "--size", "1", "--datastore", "postgresql")
+	cl.troveJSON(t, alt, &created, "create", "ks-alt", "1", "--size", "1", "--datastore", "postgresql")
 	altID, _ := created["id"].(string)
 	if altID == "" || created["name"] != "ks-alt" {
 		t.Fatalf("trove create = %v", created)
@@ -162,45 +121,69 @@ func TestKeystoneCLIs(t *testing.T) {
 	}
 
 	step("both ACTIVE")
-	// Each project sees its own instance only, with either CLI.
+	// Each project sees its own instance only, with either CLI; alt with
+	// demo's instance id gets not found (the CLI falls back to a name lookup
+	// after the 404, so it says so) and cannot delete it. Independent
+	// reads: issued at once.
+	checks := []check{
+		{"trove show as demo", func(t testing.TB) {
+			var shown map[string]any
+			cl.troveJSON(t, demo, &shown, "show", demoID)
+			if shown["id"] != demoID || shown["status"] != "ACTIVE" || shown["name"] != "ks-demo" {
+				t.Errorf("trove show as demo = %v", shown)
+			}
+		}},
+		{"openstack show by name as alt", func(t testing.TB) {
+			var shown map[string]any
+			cl.oscJSON(t, alt, &shown, "database", "instance", "show", "ks-alt")
+			if shown["id"] != altID {
+				t.Errorf("openstack database instance show ks-alt as alt = %v", shown)
+			}
+		}},
+		{"openstack show of demo's instance as alt", func(t testing.TB) {
+			if out, err := cl.try(alt, "openstack", "database", "instance", "show", demoID); err == nil || !strings.Contains(out, "No instance with a name or ID of '"+demoID+"' exists") {
+				t.Errorf("openstack show of demo's instance as alt: %v\n%s", err, out)
+			}
+		}},
+		{"trove show of demo's instance as alt", func(t testing.TB) {
+			if out, err := cl.try(alt, "trove", "--json", "show", demoID); err == nil || strings.Contains(out, "ks-demo") {
+				t.Errorf("trove show of demo's instance as alt: %v\n%s", err, out)
+			}
+		}},
+		{"openstack delete of demo's instance as alt", func(t testing.TB) {
+			if out, err := cl.try(alt, "openstack", "database", "instance", "delete", demoID); err == nil {
+				t.Errorf("openstack delete of demo's instance as alt succeeded:\n%s", out)
+			}
+		}},
+		// Member tokens on admin routes get Trove's statuses: reset_status
+		// is policy (403).
+		{"reset status as a member", func(t testing.TB) {
+			if out, err := cl.try(demo, "openstack", "database", "instance", "reset", "status", demoID); err == nil || !strings.Contains(out, "403") {
+				t.Errorf("reset status as a member: %v\n%s", err, out)
+			}
+		}},
+	}
 	for _, tc := range []struct {
 		u    keystonetest.User
 		want string
 	}{{demo, demoID}, {alt, altID}} {
-		var list []map[string]any
-		ksCLIJSON(t, ks, tc.u, &list, "openstack", "database", "instance", "list", "-f", "json")
-		if len(list) != 1 || list[0]["ID"] != tc.want || list[0]["Status"] != "ACTIVE" {
-			t.Errorf("openstack database instance list as %s = %v, want only %s", tc.u.Name, list, tc.want)
-		}
-		list = nil
-		ksCLIJSON(t, ks, tc.u, &list, "trove", "--json", "list")
-		if len(list) != 1 || list[0]["id"] != tc.want {
-			t.Errorf("trove list as %s = %v, want only %s", tc.u.Name, list, tc.want)
-		}
+		checks = append(checks, check{"openstack list as " + tc.u.Name, func(t testing.TB) {
+			var list []map[string]any
+			cl.oscJSON(t, tc.u, &list, "database", "instance", "list")
+			if len(list) != 1 || list[0]["ID"] != tc.want || list[0]["Status"] != "ACTIVE" {
+				t.Errorf("openstack database instance list as %s = %v, want only %s", tc.u.Name, list, tc.want)
+			}
+		}}, check{"trove list as " + tc.u.Name, func(t testing.TB) {
+			var list []map[string]any
+			cl.troveJSON(t, tc.u, &list, "list")
+			if len(list) != 1 || list[0]["id"] != tc.want {
+				t.Errorf("trove list as %s = %v, want only %s", tc.u.Name, list, tc.want)
+			}
+		}})
 	}
-	var shown map[string]any
-	ksCLIJSON(t, ks, demo, &shown, "trove", "--json", "show", demoID)
-	if shown["id"] != demoID || shown["status"] != "ACTIVE" || shown["name"] != "ks-demo" {
-		t.Errorf("trove show as demo = %v", shown)
-	}
-	shown = nil
-	ksCLIJSON(t, ks, alt, &shown, "openstack", "database", "instance", "show", "ks-alt", "-f", "json")
-	if shown["id"] != altID {
-		t.Errorf("openstack database instance show ks-alt as alt = %v", shown)
-	}
+	together(t, "lists, shows and isolation", checks...)
+	step("lists, shows and isolation with the CLIs")
 
-	step("lists and shows")
-	// alt with demo's instance id: not found, with either CLI and the API.
-	// (The CLI falls back to a name lookup after the 404, so it says so.)
-	if out, err := ksCLI(ks, alt, "openstack", "database", "instance", "show", demoID); err == nil || !strings.Contains(out, "No instance with a name or ID of '"+demoID+"' exists") {
-		t.Errorf("openstack show of demo's instance as alt: %v\n%s", err, out)
-	}
-	if out, err := ksCLI(ks, alt, "trove", "--json", "show", demoID); err == nil || strings.Contains(out, "ks-demo") {
-		t.Errorf("trove show of demo's instance as alt: %v\n%s", err, out)
-	}
-	if out, err := ksCLI(ks, alt, "openstack", "database", "instance", "delete", demoID); err == nil {
-		t.Errorf("openstack delete of demo's instance as alt succeeded:\n%s", out)
-	}
 	code, _, body := ksAPI(t, c, "GET", alt.ProjectID, "/instances/"+demoID, altTok, "")
 	ksFault(t, "GET demo's instance as alt", code, body, 404, "itemNotFound")
 	// demo's token on alt's tenant URL: Trove's 403.
@@ -213,9 +196,6 @@ func TestKeystoneCLIs(t *testing.T) {
 	// Member tokens on admin routes get Trove's statuses: reset_status is
 	// policy (403), the mgmt routes are admin_context (401). The Keystone
 	// admin role passes.
-	if out, err := ksCLI(ks, demo, "openstack", "database", "instance", "reset", "status", demoID); err == nil || !strings.Contains(out, "403") {
-		t.Errorf("reset status as a member: %v\n%s", err, out)
-	}
 	code, _, body = ksAPI(t, c, "POST", demo.ProjectID, "/instances/"+demoID+"/action", demoTok, `{"reset_status": {}}`)
 	ksFault(t, "reset_status as a member", code, body, 403, "forbidden")
 	code, _, body = ksAPI(t, c, "PUT", demo.ProjectID, "/mgmt/quotas/"+demo.ProjectID, demoTok, `{"quotas": {"instances": 20}}`)
@@ -241,12 +221,8 @@ func TestKeystoneCLIs(t *testing.T) {
 
 	step("isolation, policy and rate limit checks")
 	// Delete with each CLI, then the projects' lists are empty.
-	if out, err := ksCLI(ks, demo, "openstack", "database", "instance", "delete", demoID); err != nil {
-		t.Fatalf("openstack delete as demo: %v\n%s", err, out)
-	}
-	if out, err := ksCLI(ks, alt, "trove", "delete", altID); err != nil {
-		t.Fatalf("trove delete as alt: %v\n%s", err, out)
-	}
+	cl.osc(t, demo, "database", "instance", "delete", demoID)
+	cl.run(t, alt, "trove", "delete", altID)
 	ksWait(t, c, demo.ProjectID, demoID, demoTok, "")
 	ksWait(t, c, alt.ProjectID, altID, altTok, "")
 

@@ -89,35 +89,24 @@ func (k *Keystone) newUser(t testing.TB, admin *gophercloud.ServiceClient, name,
 }
 
 // RegisterDatabaseEndpoint points the catalog's `database` service (created
-// if missing, named trove) at base: public, internal and admin endpoints
-// base/v1.0/%(tenant_id)s, as Trove is registered. On the shared Keystone
-// the last caller wins, so tests that run the CLIs against their own
-// Coffer use StartPrivate.
+// if missing, named trove) at base in the Keystone's own region: public,
+// internal and admin endpoints base/v1.0/%(tenant_id)s, as Trove is
+// registered. There is one such entry per region, so on the shared Keystone
+// the last caller wins: tests that run the CLIs against an all-in-one of
+// their own use RegisterDatabaseRegion instead.
 func (k *Keystone) RegisterDatabaseEndpoint(t testing.TB, base string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	catalogMu.Lock()
+	defer catalogMu.Unlock()
 	admin := k.AdminClient(t)
-	pages, err := services.List(admin, services.ListOpts{ServiceType: "database"}).AllPages(ctx)
+	serviceID, err := databaseService(ctx, admin)
 	if err != nil {
-		t.Fatalf("keystonetest: list services: %v", err)
-	}
-	found, err := services.ExtractServices(pages)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serviceID string
-	if len(found) > 0 {
-		serviceID = found[0].ID
-	} else {
-		s, err := services.Create(ctx, admin, services.CreateOpts{Type: "database", Name: "trove", Description: "Database"}).Extract()
-		if err != nil {
-			t.Fatalf("keystonetest: create database service: %v", err)
-		}
-		serviceID = s.ID
+		t.Fatalf("keystonetest: %v", err)
 	}
 	url := base + "/v1.0/%(tenant_id)s"
-	pages, err = endpoints.List(admin, endpoints.ListOpts{ServiceID: serviceID}).AllPages(ctx)
+	pages, err := endpoints.List(admin, endpoints.ListOpts{ServiceID: serviceID, RegionID: k.Region}).AllPages(ctx)
 	if err != nil {
 		t.Fatalf("keystonetest: list endpoints: %v", err)
 	}
@@ -142,6 +131,28 @@ func (k *Keystone) RegisterDatabaseEndpoint(t testing.TB, base string) {
 			t.Fatalf("keystonetest: %s endpoint of the database service: %v", iface, err)
 		}
 	}
+}
+
+// databaseService returns the id of the catalog's `database` service,
+// creating it (named trove) if there is none. Callers hold catalogMu, so
+// parallel tests never create two.
+func databaseService(ctx context.Context, admin *gophercloud.ServiceClient) (string, error) {
+	pages, err := services.List(admin, services.ListOpts{ServiceType: "database"}).AllPages(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list services: %w", err)
+	}
+	found, err := services.ExtractServices(pages)
+	if err != nil {
+		return "", fmt.Errorf("list services: %w", err)
+	}
+	if len(found) > 0 {
+		return found[0].ID, nil
+	}
+	s, err := services.Create(ctx, admin, services.CreateOpts{Type: "database", Name: "trove", Description: "Database"}).Extract()
+	if err != nil {
+		return "", fmt.Errorf("create database service: %w", err)
+	}
+	return s.ID, nil
 }
 
 // RevokeToken revokes a token (as admin), e.g. Coffer's service token.
