@@ -21,6 +21,7 @@ type handler func(ctx context.Context, payload json.RawMessage) (output json.Raw
 func (a *Agent) defaultHandlers() map[string]handler {
 	h := a.extendedHandlers()
 	h[protocol.CommandPrepare] = a.prepare
+	h[protocol.CommandBackup] = commandHandler(a.backup)
 	return h
 }
 
@@ -29,7 +30,12 @@ func (a *Agent) prepare(ctx context.Context, payload json.RawMessage) (json.RawM
 	if err := decodePayload(payload, &req); err != nil {
 		return nil, err
 	}
-	return nil, a.drv.Prepare(ctx, req)
+	if req.Restore != nil {
+		if err := a.restore(ctx, req); err != nil {
+			return nil, err
+		}
+	}
+	return nil, a.drv.Prepare(ctx, withoutDataKeys(req))
 }
 
 // decodePayload unmarshals a command's payload. encoding/json's errors

@@ -6,6 +6,7 @@ package driver
 
 import (
 	"context"
+	"io"
 
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 )
@@ -55,4 +56,31 @@ type Configurable interface {
 	ResizeMemory(ctx context.Context, ramMB int) error
 	// ResizeVolume records the new volume size (limit and usage reports).
 	ResizeVolume(ctx context.Context, sizeGB int) error
+}
+
+// Backupper is implemented by drivers that take and restore backups. The
+// agent owns the pipeline around them (compression, encryption, segments,
+// upload); the driver only produces and consumes the plain backup stream.
+type Backupper interface {
+	// BackupSize estimates the plain stream size of a full backup, for
+	// progress.
+	BackupSize(ctx context.Context) (int64, error)
+	// Backup writes a backup stream to w: a full backup when parent is
+	// nil, else what changed since parent. It returns where the backup
+	// ends. A failed Backup leaves the datastore serving as before.
+	Backup(ctx context.Context, kind string, parent *protocol.BackupPoint, w io.Writer) (protocol.BackupPoint, error)
+	// Restore builds the datastore on an empty volume from a chain of
+	// backup streams (full first), leaving it ready for Prepare to start.
+	// It removes what it wrote when it fails, so that a retry starts
+	// clean.
+	Restore(ctx context.Context, req protocol.PrepareRequest, chain []RestoreLayer) error
+}
+
+// RestoreLayer is one backup of a restore chain. Open returns its plain
+// stream (decrypted, decompressed, every segment's checksum verified as it
+// is read; a mismatch surfaces as a read error).
+type RestoreLayer struct {
+	Kind  string
+	Point protocol.BackupPoint
+	Open  func(ctx context.Context) (io.ReadCloser, error)
 }

@@ -71,6 +71,9 @@ type PrepareRequest struct {
 	VolumeSizeGB int        `json:"volume_size_gb"`
 	Databases    []Database `json:"databases,omitempty"`
 	Users        []User     `json:"users,omitempty"`
+	// Restore, when set, builds the volume from backups instead of an
+	// empty datastore; databases and users that exist are kept.
+	Restore *RestoreRequest `json:"restore,omitempty"`
 }
 
 // Database to create.

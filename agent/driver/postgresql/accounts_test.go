@@ -47,7 +47,7 @@ func preparedDriver(t *testing.T, ctx context.Context) *Driver {
 	return d
 }
 
-func adminTCP(t *testing.T, ctx context.Context, d *Driver, db string) *pgx.Conn {
+func adminTCP(t testing.TB, ctx context.Context, d *Driver, db string) *pgx.Conn {
 	t.Helper()
 	conn, err := connectTCP(ctx, d, AdminUser, mustState(t, d).SuperPassword, db)
 	if err != nil {

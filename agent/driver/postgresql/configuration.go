@@ -53,7 +53,8 @@ func DefaultSettings(ramMB int) map[string]string { return serverSettings(ramMB)
 
 // deniedSettings may not be overridden: configuration-file directives,
 // what pgctl manages (addresses, port, socket, files) and settings that
-// run shell commands as the server's OS user.
+// run shell commands as the server's OS user; archive_mode and wal_level
+// because backups need the WAL archive (archive.go).
 var deniedSettings = func(names ...string) map[string]bool {
 	m := make(map[string]bool, len(names))
 	for _, n := range names {
@@ -66,6 +67,7 @@ var deniedSettings = func(names ...string) map[string]bool {
 	"listen_addresses", "port", "unix_socket_directories", "unix_socket_group", "unix_socket_permissions",
 	"archive_command", "archive_library", "restore_command", "archive_cleanup_command",
 	"recovery_end_command", "ssl_passphrase_command",
+	"archive_mode", "wal_level",
 )
 
 var settingName = regexp.MustCompile(`^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$`)

@@ -10,6 +10,8 @@
 //	postgres.log  the server log
 //	state.json    the driver's own state: the internal superuser's password,
 //	              whether Prepare completed, the volume's size (mode 0600)
+//	wal_archive/  archived WAL, for backups (archive.go)
+//	restore.json  on a volume built from backups: how far Restore got (restore.go)
 //
 // The driver administers the server as os_admin (Trove's name for it), a
 // superuser whose random password exists only in state.json, over the Unix
@@ -24,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -203,7 +206,17 @@ func (d *Driver) Prepare(ctx context.Context, req protocol.PrepareRequest) error
 func (d *Driver) writeConfig(c *pgctl.Cluster, ramMB int) (bool, error) {
 	path := filepath.Join(c.DataDir, "coffer.conf")
 	before, _ := os.ReadFile(path)
-	if err := c.WriteConfig(serverSettings(ramMB)); err != nil {
+	// WAL archiving for backups (archive.go): its settings and directory.
+	settings := serverSettings(ramMB)
+	maps.Copy(settings, d.archiveSettings())
+	owner, err := dirOwner(c.DataDir)
+	if err != nil {
+		return false, err
+	}
+	if err := d.makeArchiveDir(owner); err != nil {
+		return false, err
+	}
+	if err := c.WriteConfig(settings); err != nil {
 		return false, err
 	}
 	after, err := os.ReadFile(path)
@@ -280,11 +293,18 @@ func (d *Driver) EnsureRunning(ctx context.Context) error {
 		return nil
 	}
 	c := d.cluster(st.SuperPassword)
-	if c.Running() {
-		return nil
+	// WAL archiving (archive.go) for an instance prepared before the
+	// driver archived: written into its configuration before the server
+	// starts, or a running server restarted with it. A failure must not
+	// keep the server down.
+	archErr := d.ensureArchiving(ctx, c)
+	if !c.Running() {
+		if err := c.Start(ctx); err != nil {
+			return fmt.Errorf("ensure running: %w", errors.Join(err, archErr))
+		}
 	}
-	if err := c.Start(ctx); err != nil {
-		return fmt.Errorf("ensure running: %w", err)
+	if archErr != nil {
+		return fmt.Errorf("ensure running: %w", archErr)
 	}
 	return nil
 }

@@ -20,7 +20,7 @@ import (
 
 // newDriver returns a driver on a fresh short temp directory listening on
 // 127.0.0.1 at a free port; its server is stopped when the test ends.
-func newDriver(t *testing.T) *Driver {
+func newDriver(t testing.TB) *Driver {
 	t.Helper()
 	if _, err := pgctl.FindBinDir(); err != nil {
 		if os.Getenv("CI") != "" {
@@ -56,7 +56,7 @@ func newDriver(t *testing.T) *Driver {
 	return d
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -497,7 +497,7 @@ func TestServerSettings(t *testing.T) {
 	}
 }
 
-func mustState(t *testing.T, d *Driver) state {
+func mustState(t testing.TB, d *Driver) state {
 	t.Helper()
 	st, err := d.loadState()
 	if err != nil {
