@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime/debug"
 	"time"
 
@@ -20,6 +21,8 @@ type handler func(ctx context.Context, payload json.RawMessage) (output json.Raw
 // defaultHandlers is the dispatch table: one entry per protocol command.
 func (a *Agent) defaultHandlers() map[string]handler {
 	h := a.extendedHandlers()
+	maps.Copy(h, a.mgmtHandlers())
+	maps.Copy(h, a.moduleHandlers())
 	h[protocol.CommandPrepare] = a.prepare
 	h[protocol.CommandBackup] = commandHandler(a.backup)
 	return h

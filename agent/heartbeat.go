@@ -63,6 +63,14 @@ func (a *Agent) sendHeartbeat(ctx context.Context) error {
 			a.logger.Warn("read inventory", "error", err)
 		}
 	}
+	// Guest logs ride along with the inventory (Trove's log list).
+	if gl, ok := a.drv.(driver.GuestLogger); ok && hb.Inventory != nil {
+		if logs, err := gl.GuestLogs(ctx); err == nil {
+			hb.Inventory.Logs = logs
+		} else if ctx.Err() == nil {
+			a.logger.Warn("read guest logs", "error", err)
+		}
+	}
 
 	return a.post(ctx, a.conn.Load(), "send heartbeat", protocol.PathHeartbeat, hb)
 }

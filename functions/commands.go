@@ -4,12 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 
 	"github.com/google/uuid"
 
 	"github.com/coffer-dbaas/coffer/db/store"
-	"github.com/coffer-dbaas/coffer/internal/status"
+	"github.com/coffer-dbaas/coffer/jobs"
 	"github.com/coffer-dbaas/coffer/openapi"
 )
 
@@ -33,24 +32,6 @@ func queueCommand(ctx context.Context, q *store.Queries, instanceID uuid.UUID, n
 	return id, nil
 }
 
-// actionable is Trove's "action-able" check (API §5.4): the server is
-// ACTIVE, no task but RESTART_REQUIRED runs, and the datastore is in a
-// state an action can start from. Otherwise 422.
-func actionable(i store.Instance) *openapi.Fault {
-	switch {
-	case i.ComputeStatus != "ACTIVE":
-		return notAvailable(i.ID, "instance", i.ComputeStatus)
-	case i.Task != status.TaskNone && i.Task != status.TaskRestartRequired:
-		return notAvailable(i.ID, "task", i.Task)
-	}
-	switch i.ServiceStatus {
-	case "running", "shutdown", "crashed", "blocked", "healthy", "restart required":
-		return nil
-	}
-	return notAvailable(i.ID, "instance", i.ServiceStatus)
-}
-
-func notAvailable(id uuid.UUID, what, state string) *openapi.Fault {
-	return openapi.Errorf(http.StatusUnprocessableEntity,
-		"Instance %s is not currently available for an action to be performed (%s status was %s).", id, what, state)
-}
+// actionable is Trove's "action-able" check (API §5.4), shared with the
+// jobs that start backups (jobs.Actionable).
+func actionable(i store.Instance) *openapi.Fault { return jobs.Actionable(i) }

@@ -126,6 +126,8 @@ var pathParams = map[string]struct {
 }{
 	"instance_id":      {owned, func(w *world) string { return w.instance }},
 	"configuration_id": {owned, func(w *world) string { return w.configuration }},
+	"schedule_id":      {owned, func(w *world) string { return w.schedule }},
+	"backup_id":        {owned, func(w *world) string { return w.backup }},
 	"user":             {child, func(*world) string { return "app" }},
 	"database":         {child, func(*world) string { return "orders" }},
 	"project_id":       {project, func(w *world) string { return w.projectA }},
@@ -179,11 +181,26 @@ var validBodies = map[string][]func(w *world) string{
 		return `{"configuration": {"name": "cg-patch", "description": "patched", "values": {"work_mem": "16MB"}}}`
 	}},
 	"update-quotas": {func(*world) string { return `{"quotas": {"instances": 25, "ram": -1, "volumes": 50, "backups": 5}}` }},
+	"create-schedule": {func(*world) string {
+		return `{"schedule": {"name": "nightly", "description": "every night", "pattern": "30 2 * * *", "incremental": true,
+		  "keep_last": 7, "max_age": "168h", "enabled": true}}`
+	}, func(*world) string { return `{"schedule": {"name": "hourly", "pattern": "@hourly", "max_age": 86400}}` }},
+	"update-schedule": {func(*world) string {
+		return `{"schedule": {"name": "renamed", "description": "changed", "pattern": "0 3 * * 1", "incremental": false,
+		  "enabled": false, "keep_last": 3, "max_age": "30d"}}`
+	}},
 	"mgmt-create-datastore-version": {func(*world) string {
 		return `{"version": {"name": "pg-new", "datastore_name": "postgresql", "datastore_manager": "postgresql", "active": false,
 		  "image": "0b6f1d3a-8c1e-4b0e-9d55-2f6a3c1b7e90", "image_tags": ["tag"], "packages": ["pkg"], "default": false,
 		  "version": "99.1", "registry_ext": "ext", "repl_strategy": "strategy"}}`
 	}},
+	"mgmt-instance-action": {
+		func(*world) string { return `{"reboot": {}}` },
+		func(*world) string { return `{"stop": {}}` },
+		func(*world) string { return `{"reset-task-status": {}}` },
+		func(*world) string { return `{"rebuild": {"image_id": "0b6f1d3a-8c1e-4b0e-9d55-2f6a3c1b7e92"}}` },
+	},
+	"guest-log-action": {func(*world) string { return `{"name": "general", "enable": 1}` }},
 	"mgmt-update-datastore-version": {func(*world) string {
 		return `{"name": "pg-renamed", "datastore_manager": "postgresql", "image": "0b6f1d3a-8c1e-4b0e-9d55-2f6a3c1b7e91",
 		  "image_tags": ["tag2"], "packages": ["pkg2"], "registry_ext": "ext2", "repl_strategy": "strategy2", "active": true, "default": false}`
@@ -225,6 +242,9 @@ type world struct {
 	instance      string // A's instance
 	configuration string // A's unattached group
 	attached      string // A's group attached to the instance
+	schedule      string // A's backup schedule of the instance
+	backup        string // A's COMPLETED backup of the instance (backups_test.go)
+	module        string // A's module, applied nowhere (modules_test.go)
 	versionName   string // the seeded PostgreSQL version's name
 	extraVersion  string // id of an unused, active PostgreSQL version
 }
@@ -258,7 +278,11 @@ func newWorld(t testing.TB) *world {
 	w.configuration, w.attached = group("cg1"), group("cg2")
 	mustDo("PUT", a+"/instances/"+w.instance, w.tokenA, `{"instance": {"configuration": "`+w.attached+`"}}`, 202)
 	mustDo("POST", a+"/instances/"+w.instance+"/root", w.tokenA, "", 200)
+	w.schedule = mustDo("POST", a+"/instances/"+w.instance+"/schedules", w.tokenA,
+		`{"schedule": {"name": "daily", "pattern": "@daily"}}`, 200)["schedule"].(map[string]any)["id"].(string)
 	w.acctRun(t, w.instance, worldInventory) // the agent did all that
+	w.backup = w.backupWorld(t)
+	w.module = w.moduleWorld(t)
 	mustDo("PUT", a+"/mgmt/quotas/"+w.projectA, w.admin, `{"quotas": {"instances": 20}}`, 200)
 	mustDo("POST", a+"/mgmt/datastore-versions", w.admin, `{"version": {"name": "pg-extra", "datastore_name": "postgresql",
 		"datastore_manager": "postgresql", "active": true, "image": "0b6f1d3a-8c1e-4b0e-9d55-2f6a3c1b7e90"}}`, 202)

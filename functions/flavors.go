@@ -36,7 +36,7 @@ func Flavors(api huma.API, deps *Deps) {
 		OperationID: "list-flavors", Method: http.MethodGet, Path: "/v1.0/{tenant_id}/flavors",
 		Summary: "List flavors", Tags: tags, Security: tokenSecurity,
 	}, func(ctx context.Context, in *TenantPath) (*flavorsOutput, error) {
-		fs, err := deps.queries().ListFlavors(ctx)
+		fs, err := deps.queries().ListOfferedFlavors(ctx)
 		if err != nil {
 			return nil, deps.internal(ctx, "list flavors", err)
 		}

@@ -21,6 +21,9 @@ import (
 
 	"github.com/coffer-dbaas/coffer/db/store"
 	"github.com/coffer-dbaas/coffer/internal/auth"
+	"github.com/coffer-dbaas/coffer/internal/backupkey"
+	"github.com/coffer-dbaas/coffer/internal/objectstore"
+	"github.com/coffer-dbaas/coffer/internal/provider"
 	"github.com/coffer-dbaas/coffer/internal/ratelimit"
 	"github.com/coffer-dbaas/coffer/openapi"
 )
@@ -44,7 +47,14 @@ type Deps struct {
 	// MaxVolumeGB is the largest volume a create may ask for (Trove's
 	// max_accepted_volume_size); larger answers 413.
 	MaxVolumeGB int
-	Logger      *slog.Logger
+	// Images, when set, checks on create that the datastore version's
+	// image exists in the cloud (provider_wiring.go); nil: not checked.
+	Images provider.ImageChecker
+	Logger *slog.Logger
+	// Keys wraps backup keys and Store holds backups (backups.go); without
+	// them backups answer 501.
+	Keys  *backupkey.Keyring
+	Store objectstore.Store
 	// Now is the clock (tests may replace it).
 	Now func() time.Time
 }

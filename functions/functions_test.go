@@ -19,6 +19,8 @@ import (
 	"github.com/coffer-dbaas/coffer/db/store"
 	"github.com/coffer-dbaas/coffer/functions"
 	"github.com/coffer-dbaas/coffer/internal/auth"
+	"github.com/coffer-dbaas/coffer/internal/backupkey"
+	"github.com/coffer-dbaas/coffer/internal/objectstore"
 	"github.com/coffer-dbaas/coffer/internal/seed"
 	"github.com/coffer-dbaas/coffer/internal/testdb"
 )
@@ -32,6 +34,8 @@ type apiFixture struct {
 	srv                   *httptest.Server
 	projectA, projectB    string
 	tokenA, tokenB, admin string
+	keys                  *backupkey.Keyring // backups_test.go
+	files                 *objectstore.File  // the backup store
 }
 
 func newAPI(t testing.TB) *apiFixture {
@@ -60,7 +64,9 @@ func newAPI(t testing.TB) *apiFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.keys, f.files = testBackupDeps(t)
 	f.srv = httptest.NewServer(functions.Handler(&functions.Deps{
+		Keys: f.keys, Store: f.files,
 		Pool: pool, River: rc, Auth: &auth.Builtin{Queries: q}, Region: "RegionOne",
 		DefaultDatastore: "postgresql", MaxVolumeGB: 10, Logger: slog.New(slog.DiscardHandler),
 	}))
@@ -253,7 +259,7 @@ func TestCreateInstanceRejectsBadInput(t *testing.T) {
 		{"reserved user", `{"instance": {"name": "x", "flavorRef": "1", "volume": {"size": 1}, "users": [{"name": "postgres", "password": "p"}]}}`, "badRequest", 400},
 		{"bad database name", `{"instance": {"name": "x", "flavorRef": "1", "volume": {"size": 1}, "databases": [{"name": "a;drop"}]}}`, "badRequest", 400},
 		{"duplicate database", `{"instance": {"name": "x", "flavorRef": "1", "volume": {"size": 1}, "databases": [{"name": "a"}, {"name": "a"}]}}`, "badRequest", 400},
-		{"unsupported restore", `{"instance": {"name": "x", "flavorRef": "1", "volume": {"size": 1}, "restorePoint": {"backupRef": "0b6f1d3a-8c1e-4b0e-9d55-2f6a3c1b7e90"}}}`, "badRequest", 400},
+		{"restore from an unknown backup", `{"instance": {"name": "x", "flavorRef": "1", "volume": {"size": 1}, "restorePoint": {"backupRef": "0b6f1d3a-8c1e-4b0e-9d55-2f6a3c1b7e90"}}}`, "itemNotFound", 404},
 	}
 	for _, c := range cases {
 		code, body := f.do(t, "POST", path, f.tokenA, c.body)

@@ -145,6 +145,12 @@ func (d *Deps) startAction(ctx context.Context, tx pgx.Tx, q *store.Queries, ins
 	if err != nil {
 		return err
 	}
+	if a.Action != jobs.ActionRestart {
+		// The provider resizes first (provider_wiring.go).
+		if err := d.holdForProvider(ctx, tx, q, inst.ID, cmdID); err != nil {
+			return err
+		}
+	}
 	a.CommandID, a.InstanceID = cmdID, inst.ID
 	if err := q.InsertInstanceAction(ctx, a); err != nil {
 		return fmt.Errorf("record %s: %w", a.Action, err)
@@ -205,7 +211,7 @@ func (d *Deps) resizeFlavor(ctx context.Context, tenant, ref, flavorRef string) 
 		if flavorRef == inst.FlavorID {
 			return openapi.BadRequest("The new flavor id must be different than the current flavor id of '%s'.", inst.FlavorID)
 		}
-		flavor, err := q.GetFlavor(ctx, flavorRef)
+		flavor, err := q.GetOfferedFlavor(ctx, flavorRef)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return openapi.BadRequest("Flavor %s could not be found.", flavorRef)
 		}

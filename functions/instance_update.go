@@ -125,7 +125,7 @@ func (d *Deps) updateInstance(ctx context.Context, tenant, ref string, c instanc
 		}
 	}
 
-	return d.withInstance(ctx, tenant, ref, func(_ pgx.Tx, q *store.Queries, inst store.Instance) error {
+	return d.withInstance(ctx, tenant, ref, func(tx pgx.Tx, q *store.Queries, inst store.Instance) error {
 		changed := map[string]any{}
 		if c.name != "" && c.name != inst.Name {
 			if err := q.RenameInstance(ctx, store.RenameInstanceParams{ID: inst.ID, Name: c.name}); err != nil {
@@ -161,6 +161,9 @@ func (d *Deps) updateInstance(ctx context.Context, tenant, ref string, c instanc
 				return fmt.Errorf("set access: %w", err)
 			}
 			changed["access"] = map[string]any{"is_public": public, "allowed_cidrs": cidrs}
+			if err := d.applyAccess(ctx, tx, inst.ID); err != nil {
+				return err
+			}
 		}
 		if len(changed) == 0 {
 			return nil

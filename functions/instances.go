@@ -168,7 +168,8 @@ const gib = 1 << 30
 
 func (d *Deps) instanceView(ctx context.Context, r instanceRow, detail, live bool) openapi.Instance {
 	i := r.Instance
-	in := status.Instance{Task: i.Task, ComputeStatus: i.ComputeStatus, ServiceStatus: i.ServiceStatus, HeartbeatAt: i.HeartbeatAt}
+	in := status.Instance{Task: i.Task, ComputeStatus: i.ComputeStatus, ServiceStatus: i.ServiceStatus, HeartbeatAt: i.HeartbeatAt,
+		BackupRunning: i.RunningBackupID.Valid}
 	v := openapi.Instance{
 		ID: i.ID.String(), Name: i.Name,
 		Status:          status.Status(in),
@@ -231,15 +232,16 @@ func (d *Deps) createInstance(ctx context.Context, in *instanceCreateInput) (*in
 		return nil, openapi.BadRequest("Validation error: instance name must not contain control characters.")
 	}
 	for field, v := range map[string]any{
-		"restorePoint": req.RestorePoint, "replica_of": req.ReplicaOf, "replica_count": req.ReplicaCount,
-		"configuration": req.Configuration, "modules": req.Modules, "locality": req.Locality, "nics": req.Nics,
+		"replica_of": req.ReplicaOf, "replica_count": req.ReplicaCount,
+		"configuration": req.Configuration, "locality": req.Locality, "nics": req.Nics,
 	} {
 		if v != nil && !isEmptyJSON(v) {
 			return nil, openapi.BadRequest("'%s' is not supported by this Coffer deployment yet.", field)
 		}
 	}
-	if req.Access != nil && len(req.Access.AllowedCIDRs) > 0 {
-		return nil, openapi.BadRequest("'access.allowed_cidrs' is not supported by this Coffer deployment yet.")
+	access, err := createAccess(req.Access)
+	if err != nil {
+		return nil, err
 	}
 	q := d.queries()
 
@@ -250,7 +252,7 @@ func (d *Deps) createInstance(ctx context.Context, in *instanceCreateInput) (*in
 	if flavorRef == "" {
 		return nil, openapi.BadRequest("Validation error: instance flavorRef is required.")
 	}
-	flavor, err := q.GetFlavor(ctx, flavorRef)
+	flavor, err := q.GetOfferedFlavor(ctx, flavorRef)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, openapi.BadRequest("Flavor %s could not be found.", flavorRef)
 	} else if err != nil {
@@ -268,11 +270,19 @@ func (d *Deps) createInstance(ctx context.Context, in *instanceCreateInput) (*in
 		return nil, openapi.Errorf(http.StatusRequestEntityTooLarge,
 			"Volume 'size' cannot exceed maximum of %d GB, %d cannot be accepted.", d.MaxVolumeGB, size)
 	}
-	if req.Volume.Type != nil && *req.Volume.Type != "" {
-		return nil, openapi.BadRequest("Volume type '%s' does not exist.", *req.Volume.Type)
+	volumeType, err := d.createVolumeType(ctx, q, req.Volume.Type)
+	if err != nil {
+		return nil, err
 	}
 
+	restore, err := d.restoreBackup(ctx, q, in.TenantID, req.RestorePoint)
+	if err != nil {
+		return nil, err
+	}
 	dsRef, verRef := d.DefaultDatastore, ""
+	if restore != nil && req.Datastore == nil { // the backup's, by default
+		dsRef, verRef = restore.datastoreName, restore.backup.DatastoreVersionID.String()
+	}
 	if req.Datastore != nil {
 		if req.Datastore.Type != "" {
 			dsRef = req.Datastore.Type
@@ -301,10 +311,18 @@ func (d *Deps) createInstance(ctx context.Context, in *instanceCreateInput) (*in
 	if !version.Active {
 		return nil, openapi.BadRequest("Datastore version '%s' is not active.", version.Name)
 	}
+	if err := d.checkVersionImage(ctx, version); err != nil {
+		return nil, err
+	}
 
 	prepare, ferr := prepareRequest(req, ds.Name, version, flavor, size)
 	if ferr != nil {
 		return nil, ferr
+	}
+	if restore != nil {
+		if prepare.Restore, err = d.restoreRequest(ctx, q, in.TenantID, restore, ds, version, size); err != nil {
+			return nil, err
+		}
 	}
 	payload, err := json.Marshal(prepare)
 	if err != nil {
@@ -330,13 +348,34 @@ func (d *Deps) createInstance(ctx context.Context, in *instanceCreateInput) (*in
 		if err != nil {
 			return fmt.Errorf("insert instance: %w", err)
 		}
+		if access != nil {
+			access.ID = id
+			if err := q.SetInstanceCreateAccess(ctx, *access); err != nil {
+				return fmt.Errorf("store access: %w", err)
+			}
+			inst.AccessIsPublic, inst.AccessAllowedCidrs = access.IsPublic, access.AllowedCidrs
+		}
+		if volumeType != "" {
+			if err := q.SetInstanceVolumeType(ctx, store.SetInstanceVolumeTypeParams{ID: id, VolumeType: volumeType}); err != nil {
+				return fmt.Errorf("store volume type: %w", err)
+			}
+			inst.VolumeType = volumeType
+		}
+		if restore != nil {
+			if err := d.lockRestore(ctx, q, id, restore); err != nil {
+				return err
+			}
+		}
 		// The prepare command is queued with the row (the agent fetches it
 		// once it runs), so the users' passwords live only in this row,
 		// which is cleared when the command completes, never in job args.
 		if _, err := q.InsertAgentCommand(ctx, store.InsertAgentCommandParams{
-			ID: uuid.New(), InstanceID: id, Name: protocol.CommandPrepare, Payload: payload, LeaseSeconds: 600,
+			ID: uuid.New(), InstanceID: id, Name: protocol.CommandPrepare, Payload: payload, LeaseSeconds: prepareLease(restore),
 		}); err != nil {
 			return fmt.Errorf("queue prepare: %w", err)
+		}
+		if err := d.createModules(ctx, q, inst, req.Modules); err != nil { // modules.go: after prepare
+			return err
 		}
 		if _, err := d.River.InsertTx(ctx, tx, jobs.ProvisionInstance{InstanceID: id}, nil); err != nil {
 			return fmt.Errorf("enqueue provision: %w", err)

@@ -5,17 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"os"
 	"strconv"
-	"strings"
-	"sync"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/coffer-dbaas/coffer/db/store"
+	"github.com/coffer-dbaas/coffer/internal/quota"
 	"github.com/coffer-dbaas/coffer/openapi"
 )
 
@@ -27,95 +24,21 @@ import (
 
 func init() { register(Quotas) }
 
-// Quota resources, in Trove's order.
+// The quota code itself is in internal/quota, shared with the jobs that
+// create backups.
 const (
-	quotaInstances = "instances"
-	quotaRAM       = "ram"
-	quotaBackups   = "backups"
-	quotaVolumes   = "volumes"
+	quotaInstances = quota.Instances
+	quotaRAM       = quota.RAM
+	quotaBackups   = quota.Backups
+	quotaVolumes   = quota.Volumes
 )
 
-var quotaResources = []string{quotaInstances, quotaRAM, quotaBackups, quotaVolumes}
-
-// defaultQuotas are the limits of a project without a quota row: Trove's
-// defaults (max_instances_per_tenant 10, max_ram_per_tenant -1,
-// max_backups_per_tenant 50, max_volumes_per_tenant 40 GB), each
-// replaceable by COFFER_QUOTA_INSTANCES, _RAM, _BACKUPS, _VOLUMES (-1:
-// unlimited). Read once, at first use.
-var defaultQuotas = sync.OnceValue(func() map[string]int64 {
-	q := map[string]int64{quotaInstances: 10, quotaRAM: -1, quotaBackups: 50, quotaVolumes: 40}
-	for _, r := range quotaResources {
-		key := "COFFER_QUOTA_" + strings.ToUpper(r)
-		v := os.Getenv(key)
-		if v == "" {
-			continue
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < -1 {
-			slog.Default().Error("ignoring invalid quota default; want an integer >= -1", "variable", key, "value", v)
-			continue
-		}
-		q[r] = n
-	}
-	return q
-})
-
-// projectQuotas returns a project's limit of every resource.
-func projectQuotas(ctx context.Context, q *store.Queries, project string) (map[string]int64, error) {
-	limits := map[string]int64{}
-	for k, v := range defaultQuotas() {
-		limits[k] = v
-	}
-	rows, err := q.ListProjectQuotas(ctx, project)
-	if err != nil {
-		return nil, fmt.Errorf("load quotas of %s: %w", project, err)
-	}
-	for _, r := range rows {
-		limits[r.Resource] = int64(r.HardLimit)
-	}
-	return limits, nil
-}
-
-// projectUsage returns what a project uses of every resource. Backups are
-// counted once Coffer has backups (0 until then).
-func projectUsage(ctx context.Context, q *store.Queries, project string) (map[string]int64, error) {
-	u, err := q.ProjectInstanceUsage(ctx, project)
-	if err != nil {
-		return nil, fmt.Errorf("load usage of %s: %w", project, err)
-	}
-	return map[string]int64{quotaInstances: u.Instances, quotaRAM: u.Ram, quotaVolumes: u.Volumes, quotaBackups: 0}, nil
-}
-
-// checkQuota answers 413 if adding deltas to what the project uses would
-// exceed one of its limits. It must run in the transaction that then
-// creates the resources: it locks the project's quota until that
-// transaction ends, so a concurrent check waits and then counts what this
-// one created.
-func checkQuota(ctx context.Context, q *store.Queries, project string, deltas map[string]int64) (*openapi.Fault, error) {
-	if err := q.LockProjectQuota(ctx, project); err != nil {
-		return nil, fmt.Errorf("lock quota of %s: %w", project, err)
-	}
-	limits, err := projectQuotas(ctx, q, project)
-	if err != nil {
-		return nil, err
-	}
-	usage, err := projectUsage(ctx, q, project)
-	if err != nil {
-		return nil, err
-	}
-	var over []string
-	for _, r := range quotaResources {
-		d, limit := deltas[r], limits[r]
-		if d > 0 && limit >= 0 && usage[r]+d > limit {
-			over = append(over, "'"+r+"'")
-		}
-	}
-	if len(over) > 0 {
-		// Trove prints the Python list of resources.
-		return openapi.Errorf(http.StatusRequestEntityTooLarge, "Quota exceeded for resources: [%s].", strings.Join(over, ", ")), nil
-	}
-	return nil, nil
-}
+var (
+	quotaResources = quota.Resources
+	projectQuotas  = quota.Limits
+	projectUsage   = quota.Usage
+	checkQuota     = quota.Check
+)
 
 type quotaInput struct {
 	TenantPath

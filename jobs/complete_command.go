@@ -86,6 +86,6 @@ func (w *CompleteCommandWorker) Work(ctx context.Context, job *river.Job[Complet
 		if c == nil {
 			return river.JobCancel(fmt.Errorf("complete command %s: no completer for %s", a.CommandID, cmd.Name))
 		}
-		return c(ctx, tx, q, inst, cmd)
+		return c(WithDeps(ctx, w.deps), tx, q, inst, cmd)
 	})
 }

@@ -25,26 +25,32 @@ import (
 // size) if the command succeeded, returns the task to NONE, records a
 // fault if it failed, and closes the action row.
 //
-// The local provider has nothing to do for either resize: a flavor is only
-// the memory the datastore is configured for (the agent re-derives its
-// settings and restarts), and a volume is a directory whose size limit the
-// agent enforces. A provider with real servers and volumes implements
-// provider.Resizer; calling it needs a job between the request and the
-// agent command (resize the server or extend the volume, then queue the
-// command in the transaction that records that), which is not written yet:
-// the action API queues the command directly.
+// A resize's command is queued held, with a ResizeInstance job
+// (resize_instance.go) between the request and the agent: a provider with
+// real servers and volumes (provider.Resizer: OpenStack) resizes the
+// server or extends the volume there first, and the job then hands the
+// command to the agent; a provider's failure ends the action as a failed
+// command does. The local provider has nothing to do for either resize: a
+// flavor is only the memory the datastore is configured for (the agent
+// re-derives its settings and restarts), and a volume is a directory whose
+// size limit the agent enforces; the job releases the command at once.
 
 // Actions, as recorded in instance_action.action.
 const (
 	ActionRestart      = "restart"
 	ActionResizeFlavor = "resize_flavor"
 	ActionResizeVolume = "resize_volume"
+	// ActionRebuild is the mgmt rebuild (mgmt_instance.go).
+	ActionRebuild = "rebuild"
 )
 
 // ActionTask is the task an action runs under.
 func ActionTask(action string) string {
-	if action == ActionRestart {
+	switch action {
+	case ActionRestart:
 		return status.TaskRebooting
+	case ActionRebuild:
+		return TaskRebuilding
 	}
 	return status.TaskResizing
 }
@@ -177,6 +183,8 @@ func failureMessage(a store.InstanceAction) string {
 		return fmt.Sprintf("Resizing to flavor %s failed; the instance keeps flavor %s.", a.ToFlavorID, a.FromFlavorID)
 	case ActionResizeVolume:
 		return fmt.Sprintf("Resizing the volume to %d GB failed; it stays %d GB.", a.ToVolumeSizeGb, a.FromVolumeSizeGb)
+	case ActionRebuild:
+		return fmt.Sprintf("Rebuilding the server from image %s failed.", a.ImageID)
 	}
 	return "The datastore could not be restarted."
 }
@@ -187,6 +195,8 @@ func actionEvent(action string, succeeded bool) string {
 		return EventInstanceActionFailed
 	case action == ActionRestart:
 		return EventInstanceRestarted
+	case action == ActionRebuild:
+		return EventInstanceRebuilt
 	}
 	return EventInstanceResized
 }
@@ -199,6 +209,8 @@ func actionPayload(a store.InstanceAction, failure string) map[string]any {
 		p["from_flavor_id"], p["to_flavor_id"] = a.FromFlavorID, a.ToFlavorID
 	case ActionResizeVolume:
 		p["from_volume_size_gb"], p["to_volume_size_gb"] = a.FromVolumeSizeGb, a.ToVolumeSizeGb
+	case ActionRebuild:
+		p["image_id"] = a.ImageID
 	}
 	if failure != "" {
 		p["error"] = failure

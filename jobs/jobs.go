@@ -18,6 +18,8 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/coffer-dbaas/coffer/db/store"
+	"github.com/coffer-dbaas/coffer/internal/backupkey"
+	"github.com/coffer-dbaas/coffer/internal/objectstore"
 	"github.com/coffer-dbaas/coffer/internal/provider"
 )
 
@@ -33,6 +35,11 @@ type Deps struct {
 	// watchdog fails it (Trove's usage_timeout).
 	BuildTimeout time.Duration
 	Logger       *slog.Logger
+	// Store is where backups live, Keys what wraps their keys (backup*.go).
+	Store objectstore.Store
+	Keys  *backupkey.Keyring
+	// inserter queues the jobs a backup job follows up with.
+	inserter lazyInserter
 }
 
 // Queue is the queue every lifecycle job runs on.
@@ -55,6 +62,13 @@ func Config(deps *Deps, maxWorkers int) *river.Config {
 			river.NewPeriodicJob(river.PeriodicInterval(30*time.Second),
 				func() (river.JobArgs, *river.InsertOpts) { return WatchInstances{}, nil },
 				&river.PeriodicJobOpts{RunOnStart: true, ID: "watch_instances"}),
+			river.NewPeriodicJob(river.PeriodicInterval(CatalogSyncInterval),
+				func() (river.JobArgs, *river.InsertOpts) { return SyncCatalog{}, nil },
+				&river.PeriodicJobOpts{RunOnStart: true, ID: "sync_catalog"}),
+			river.NewPeriodicJob(river.PeriodicInterval(ComputeRefreshInterval),
+				func() (river.JobArgs, *river.InsertOpts) { return RefreshComputeStatus{}, nil },
+				&river.PeriodicJobOpts{ID: "refresh_compute_status"}),
+			schedulePeriodicJob(),
 		},
 		Logger: deps.Logger,
 	}
@@ -67,6 +81,13 @@ func Register(workers *river.Workers, deps *Deps) {
 	river.AddWorker(workers, &CompleteCommandWorker{deps: deps})
 	river.AddWorker(workers, &DeleteInstanceWorker{deps: deps})
 	river.AddWorker(workers, &WatchInstancesWorker{deps: deps})
+	registerBackupWorkers(workers, deps)
+	registerScheduleWorkers(workers, deps)
+	river.AddWorker(workers, &SyncCatalogWorker{deps: deps})
+	river.AddWorker(workers, &ResizeInstanceWorker{deps: deps})
+	river.AddWorker(workers, &ApplyAccessWorker{deps: deps})
+	river.AddWorker(workers, &RefreshComputeStatusWorker{deps: deps})
+	registerMgmtWorkers(workers, deps)
 }
 
 // inTx runs fn in a transaction.

@@ -74,6 +74,7 @@ func (w *ProvisionInstanceWorker) Work(ctx context.Context, job *river.Job[Provi
 		Datastore:    row.DatastoreManager,
 		Version:      row.VersionName,
 		Image:        row.VersionImage,
+		VolumeType:   inst.VolumeType,
 		AllowedCIDRs: inst.AccessAllowedCidrs,
 		Agent: protocol.AgentConfig{
 			APIURL:     w.deps.AgentAPIURL,
@@ -116,7 +117,7 @@ func (w *ProvisionInstanceWorker) Work(ctx context.Context, job *river.Job[Provi
 		return fmt.Errorf("provision %s: record server: %w", id, err)
 	}
 	if server.Status == provider.StatusError {
-		return w.fail(ctx, inst, fmt.Errorf("provision %s: server in ERROR: %s", id, server.Fault))
+		return w.fail(ctx, inst, &serverError{instanceID: id, fault: server.Fault})
 	}
 	return nil
 }
@@ -126,7 +127,7 @@ func (w *ProvisionInstanceWorker) fail(ctx context.Context, inst store.Instance,
 	err := w.deps.inTx(ctx, func(tx pgx.Tx, q *store.Queries) error {
 		if err := q.SetInstanceFault(ctx, store.SetInstanceFaultParams{
 			ID: inst.ID, Task: status.TaskErrorServer,
-			FaultMessage: "The server could not be created.", FaultDetails: cause.Error(),
+			FaultMessage: serverFaultMessage(cause), FaultDetails: cause.Error(),
 		}); err != nil {
 			return err
 		}

@@ -98,6 +98,8 @@ type Inventory struct {
 	Databases   []Database `json:"databases"`
 	Users       []UserInfo `json:"users"`
 	RootEnabled bool       `json:"root_enabled"`
+	// Logs are the guest logs (mgmt.go), from drivers that have them.
+	Logs []GuestLog `json:"logs,omitempty"`
 }
 
 // UserInfo is a user and the databases it may access.

@@ -5,11 +5,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/coffer-dbaas/coffer/agent/protocol"
 	cloudinit "github.com/coffer-dbaas/coffer/deploy/cloud-init"
 	"github.com/coffer-dbaas/coffer/internal/provider/openstack/openstacktest"
 )
@@ -117,84 +119,10 @@ func openStackInstanceLifecycle(t testing.TB, cloud *openstacktest.Cloud, c *cof
 	id := body["instance"].(map[string]any)["id"].(string)
 	name := "coffer-" + id
 
-	// The Nova server appears and goes ACTIVE (the fake driver "boots" it).
-	var srv servers.Server
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		ss := listServers(t, cloud, name)
-		if len(ss) > 1 {
-			t.Fatalf("%d servers named %s", len(ss), name)
-		}
-		if len(ss) == 1 && ss[0].Status == "ACTIVE" {
-			srv = ss[0]
-			break
-		}
-		if len(ss) == 1 && ss[0].Status == "ERROR" {
-			t.Fatalf("server %s ERROR: %v", ss[0].ID, ss[0].Fault)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no ACTIVE server %s within 3m (%v)", name, ss)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	toNovaActive = time.Since(t0)
-
-	// Play cloud-init: the user-data as Nova holds it (admin, microversion
-	// ≥ 2.3) → the agent's configuration file.
-	full, err := servers.Get(ctx, cloud.Compute, srv.ID).Extract()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if full.Userdata == nil {
-		t.Fatalf("no OS-EXT-SRV-ATTR:user_data in the admin's view of server %s", srv.ID)
-	}
-	userData, err := base64.StdEncoding.DecodeString(*full.Userdata)
-	if err != nil {
-		t.Fatalf("user-data of server %s: %v", srv.ID, err)
-	}
-	cfg, err := cloudinit.ParseAgentConfig(userData)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.InstanceID != id || cfg.Datastore != "postgresql" || cfg.Port != 5432 ||
-		!strings.HasPrefix(cfg.Token, id+".") || cfg.CACert == "" || !strings.HasPrefix(cfg.APIURL, "https://") {
-		cfg.Token = "…"
-		t.Fatalf("agent configuration from user-data: %+v", cfg)
-	}
-	// No VM boots here, so the agent runs on this machine: exactly the
-	// user-data's configuration except where the guest's volume would be
-	// mounted (a temporary DataDir instead of /var/lib/coffer/volume) and
-	// the address the datastore listens on (a loopback address of its own
-	// instead of the guest's 0.0.0.0, so it cannot collide with anything
-	// else on port 5432). The datastore's port stays.
-	dataDir, err := os.MkdirTemp("", "cfos-agent")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dataDir, 0o755); err != nil { // the postgres user must reach it
-		t.Fatal(err)
-	}
-	cfg.DataDir = dataDir
-	// A loopback /16 of its own (127.250-254: other tests draw from 127.100-249).
-	cfg.ListenAddress = fmt.Sprintf("127.%d.0.2", 250+rand.IntN(5))
-	cfg.PIDFile = filepath.Join(dataDir, "agent.pid")
-	cfgJSON, _ := json.Marshal(cfg)
-	cfgFile := filepath.Join(t.TempDir(), "agent.json")
-	if err := os.WriteFile(cfgFile, cfgJSON, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	agentLog := &syncBuffer{}
-	agent := exec.Command(binary, "agent", "-config", cfgFile)
-	for _, kv := range os.Environ() { // only the file configures it
-		if !strings.HasPrefix(kv, "COFFER_AGENT_") {
-			agent.Env = append(agent.Env, kv)
-		}
-	}
-	agent.Stdout, agent.Stderr = agentLog, agentLog
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer stopLocalAgent(t, agent, agentLog, dataDir)
+	g := playCloudInit(t, cloud, name, id, t0)
+	defer g.stop()
+	srv, cfg := g.srv, g.cfg
+	toNovaActive = g.toNova
 
 	inst := c.waitStatus(t, id, "ACTIVE", 3*time.Minute)
 	toActive = time.Since(t0)
@@ -280,6 +208,106 @@ func openStackInstanceLifecycle(t testing.TB, cloud *openstacktest.Cloud, c *cof
 		t.Errorf("after delete, OpenStack still holds: %s", got)
 	}
 	return toNovaActive, toActive
+}
+
+// guest is an instance's agent, run on this machine with the
+// configuration cloud-init would have written from the server's user-data.
+type guest struct {
+	srv    servers.Server
+	cfg    protocol.AgentConfig
+	toNova time.Duration // from t0 (the API's create) to Nova's ACTIVE
+	stop   func()        // ends the agent and its PostgreSQL
+}
+
+// guestAddresses hands each local agent a loopback address of its own in
+// the OpenStack e2e range (127.250-254; other tests draw from 127.100-249),
+// so that concurrent guests never share one with port 5432.
+var guestAddresses atomic.Int64
+
+// playCloudInit waits for the instance's Nova server (named name) to be
+// ACTIVE, reads its user-data back (admin, microversion ≥ 2.3), checks the
+// agent's configuration in it and starts the agent locally with exactly
+// that configuration, except where the guest's volume would be mounted (a
+// temporary DataDir instead of /var/lib/coffer/volume) and the address the
+// datastore listens on (a loopback address of its own instead of the
+// guest's 0.0.0.0). The datastore's port stays.
+func playCloudInit(t testing.TB, cloud *openstacktest.Cloud, name, id string, t0 time.Time) *guest {
+	t.Helper()
+	ctx := context.Background()
+	// The Nova server appears and goes ACTIVE (the fake driver "boots" it).
+	var srv servers.Server
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		ss := listServers(t, cloud, name)
+		if len(ss) > 1 {
+			t.Fatalf("%d servers named %s", len(ss), name)
+		}
+		if len(ss) == 1 && ss[0].Status == "ACTIVE" {
+			srv = ss[0]
+			break
+		}
+		if len(ss) == 1 && ss[0].Status == "ERROR" {
+			t.Fatalf("server %s ERROR: %v", ss[0].ID, ss[0].Fault)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ACTIVE server %s within 3m (%v)", name, ss)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	g := &guest{srv: srv, toNova: time.Since(t0)}
+
+	full, err := servers.Get(ctx, cloud.Compute, srv.ID).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.Userdata == nil {
+		t.Fatalf("no OS-EXT-SRV-ATTR:user_data in the admin's view of server %s", srv.ID)
+	}
+	userData, err := base64.StdEncoding.DecodeString(*full.Userdata)
+	if err != nil {
+		t.Fatalf("user-data of server %s: %v", srv.ID, err)
+	}
+	cfg, err := cloudinit.ParseAgentConfig(userData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.InstanceID != id || cfg.Datastore != "postgresql" || cfg.Port != 5432 ||
+		!strings.HasPrefix(cfg.Token, id+".") || cfg.CACert == "" || !strings.HasPrefix(cfg.APIURL, "https://") {
+		cfg.Token = "…"
+		t.Fatalf("agent configuration from user-data: %+v", cfg)
+	}
+	dataDir, err := os.MkdirTemp("", "cfos-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dataDir, 0o755); err != nil { // the postgres user must reach it
+		t.Fatal(err)
+	}
+	cfg.DataDir = dataDir
+	n := guestAddresses.Add(1)
+	cfg.ListenAddress = fmt.Sprintf("127.%d.%d.%d", 250+n%5, (n/5)%250, 2+(n/1250)%250)
+	cfg.PIDFile = filepath.Join(dataDir, "agent.pid")
+	cfgJSON, _ := json.Marshal(cfg)
+	cfgFile := filepath.Join(t.TempDir(), "agent.json")
+	if err := os.WriteFile(cfgFile, cfgJSON, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	agentLog := &syncBuffer{}
+	agent := exec.Command(binary, "agent", "-config", cfgFile)
+	for _, kv := range os.Environ() { // only the file configures it
+		if !strings.HasPrefix(kv, "COFFER_AGENT_") {
+			agent.Env = append(agent.Env, kv)
+		}
+	}
+	agent.Stdout, agent.Stderr = agentLog, agentLog
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g.cfg = cfg
+	var once sync.Once
+	g.stop = func() { once.Do(func() { stopLocalAgent(t, agent, agentLog, dataDir) }) }
+	t.Cleanup(g.stop)
+	return g
 }
 
 // stopLocalAgent ends the agent this test started and the PostgreSQL it

@@ -120,7 +120,7 @@ func (q *Queries) ListOpenAccountCommands(ctx context.Context, arg ListOpenAccou
 }
 
 const lockAccountInstance = `-- name: LockAccountInstance :one
-SELECT i.id, i.project_id, i.name, i.flavor_id, i.volume_size_gb, i.datastore_version_id, i.task, i.compute_status, i.service_status, i.server_id, i.address, i.port, i.volume_used_bytes, i.heartbeat_at, i.agent_token_hash, i.fault_message, i.fault_details, i.fault_at, i.created_at, i.updated_at, i.deleted_at, i.inventory, i.inventory_at, i.configuration_id, i.access_is_public, i.access_allowed_cidrs, dv.manager AS datastore_manager
+SELECT i.id, i.project_id, i.name, i.flavor_id, i.volume_size_gb, i.datastore_version_id, i.task, i.compute_status, i.service_status, i.server_id, i.address, i.port, i.volume_used_bytes, i.heartbeat_at, i.agent_token_hash, i.fault_message, i.fault_details, i.fault_at, i.created_at, i.updated_at, i.deleted_at, i.inventory, i.inventory_at, i.configuration_id, i.access_is_public, i.access_allowed_cidrs, i.restore_backup_id, i.running_backup_id, i.volume_type, dv.manager AS datastore_manager
 FROM instance i
 JOIN datastore_version dv ON dv.id = i.datastore_version_id
 WHERE i.id = $1 AND i.project_id = $2 AND i.deleted_at IS NULL
@@ -170,6 +170,9 @@ func (q *Queries) LockAccountInstance(ctx context.Context, arg LockAccountInstan
 		&i.Instance.ConfigurationID,
 		&i.Instance.AccessIsPublic,
 		&i.Instance.AccessAllowedCidrs,
+		&i.Instance.RestoreBackupID,
+		&i.Instance.RunningBackupID,
+		&i.Instance.VolumeType,
 		&i.DatastoreManager,
 	)
 	return i, err

@@ -98,7 +98,7 @@ func (q *Queries) GetDatastoreVersionByName(ctx context.Context, arg GetDatastor
 }
 
 const getFlavor = `-- name: GetFlavor :one
-SELECT id, name, ram_mb, vcpus, disk_gb, ephemeral FROM flavor WHERE id = $1
+SELECT id, name, ram_mb, vcpus, disk_gb, ephemeral, hidden FROM flavor WHERE id = $1
 `
 
 func (q *Queries) GetFlavor(ctx context.Context, id string) (Flavor, error) {
@@ -111,6 +111,7 @@ func (q *Queries) GetFlavor(ctx context.Context, id string) (Flavor, error) {
 		&i.Vcpus,
 		&i.DiskGb,
 		&i.Ephemeral,
+		&i.Hidden,
 	)
 	return i, err
 }
@@ -212,7 +213,7 @@ func (q *Queries) ListDatastores(ctx context.Context) ([]Datastore, error) {
 }
 
 const listFlavors = `-- name: ListFlavors :many
-SELECT id, name, ram_mb, vcpus, disk_gb, ephemeral FROM flavor ORDER BY ram_mb, id
+SELECT id, name, ram_mb, vcpus, disk_gb, ephemeral, hidden FROM flavor ORDER BY ram_mb, id
 `
 
 func (q *Queries) ListFlavors(ctx context.Context) ([]Flavor, error) {
@@ -231,6 +232,7 @@ func (q *Queries) ListFlavors(ctx context.Context) ([]Flavor, error) {
 			&i.Vcpus,
 			&i.DiskGb,
 			&i.Ephemeral,
+			&i.Hidden,
 		); err != nil {
 			return nil, err
 		}
@@ -325,7 +327,7 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (id) DO UPDATE
 SET name = EXCLUDED.name, ram_mb = EXCLUDED.ram_mb, vcpus = EXCLUDED.vcpus,
     disk_gb = EXCLUDED.disk_gb, ephemeral = EXCLUDED.ephemeral
-RETURNING id, name, ram_mb, vcpus, disk_gb, ephemeral
+RETURNING id, name, ram_mb, vcpus, disk_gb, ephemeral, hidden
 `
 
 type UpsertFlavorParams struct {
@@ -354,6 +356,7 @@ func (q *Queries) UpsertFlavor(ctx context.Context, arg UpsertFlavorParams) (Fla
 		&i.Vcpus,
 		&i.DiskGb,
 		&i.Ephemeral,
+		&i.Hidden,
 	)
 	return i, err
 }

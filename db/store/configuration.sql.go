@@ -535,7 +535,7 @@ func (q *Queries) LockConfiguration(ctx context.Context, id uuid.UUID) (Configur
 }
 
 const lockConfigurationInstances = `-- name: LockConfigurationInstances :many
-SELECT id, project_id, name, flavor_id, volume_size_gb, datastore_version_id, task, compute_status, service_status, server_id, address, port, volume_used_bytes, heartbeat_at, agent_token_hash, fault_message, fault_details, fault_at, created_at, updated_at, deleted_at, inventory, inventory_at, configuration_id, access_is_public, access_allowed_cidrs FROM instance
+SELECT id, project_id, name, flavor_id, volume_size_gb, datastore_version_id, task, compute_status, service_status, server_id, address, port, volume_used_bytes, heartbeat_at, agent_token_hash, fault_message, fault_details, fault_at, created_at, updated_at, deleted_at, inventory, inventory_at, configuration_id, access_is_public, access_allowed_cidrs, restore_backup_id, running_backup_id, volume_type FROM instance
 WHERE configuration_id = $1 AND deleted_at IS NULL
 ORDER BY id
 FOR UPDATE
@@ -579,6 +579,9 @@ func (q *Queries) LockConfigurationInstances(ctx context.Context, configurationI
 			&i.ConfigurationID,
 			&i.AccessIsPublic,
 			&i.AccessAllowedCidrs,
+			&i.RestoreBackupID,
+			&i.RunningBackupID,
+			&i.VolumeType,
 		); err != nil {
 			return nil, err
 		}

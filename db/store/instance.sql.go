@@ -13,7 +13,7 @@ import (
 )
 
 const getInstance = `-- name: GetInstance :one
-SELECT i.id, i.project_id, i.name, i.flavor_id, i.volume_size_gb, i.datastore_version_id, i.task, i.compute_status, i.service_status, i.server_id, i.address, i.port, i.volume_used_bytes, i.heartbeat_at, i.agent_token_hash, i.fault_message, i.fault_details, i.fault_at, i.created_at, i.updated_at, i.deleted_at, i.inventory, i.inventory_at, i.configuration_id, i.access_is_public, i.access_allowed_cidrs, f.name AS flavor_name, f.ram_mb AS flavor_ram_mb,
+SELECT i.id, i.project_id, i.name, i.flavor_id, i.volume_size_gb, i.datastore_version_id, i.task, i.compute_status, i.service_status, i.server_id, i.address, i.port, i.volume_used_bytes, i.heartbeat_at, i.agent_token_hash, i.fault_message, i.fault_details, i.fault_at, i.created_at, i.updated_at, i.deleted_at, i.inventory, i.inventory_at, i.configuration_id, i.access_is_public, i.access_allowed_cidrs, i.restore_backup_id, i.running_backup_id, i.volume_type, f.name AS flavor_name, f.ram_mb AS flavor_ram_mb,
        dv.name AS version_name, dv.version AS version_number, dv.manager AS datastore_manager,
        d.name AS datastore_name
 FROM instance i
@@ -69,6 +69,9 @@ func (q *Queries) GetInstance(ctx context.Context, arg GetInstanceParams) (GetIn
 		&i.Instance.ConfigurationID,
 		&i.Instance.AccessIsPublic,
 		&i.Instance.AccessAllowedCidrs,
+		&i.Instance.RestoreBackupID,
+		&i.Instance.RunningBackupID,
+		&i.Instance.VolumeType,
 		&i.FlavorName,
 		&i.FlavorRamMb,
 		&i.VersionName,
@@ -91,7 +94,7 @@ func (q *Queries) GetInstanceAgentToken(ctx context.Context, id uuid.UUID) ([]by
 }
 
 const getInstanceAnyProject = `-- name: GetInstanceAnyProject :one
-SELECT i.id, i.project_id, i.name, i.flavor_id, i.volume_size_gb, i.datastore_version_id, i.task, i.compute_status, i.service_status, i.server_id, i.address, i.port, i.volume_used_bytes, i.heartbeat_at, i.agent_token_hash, i.fault_message, i.fault_details, i.fault_at, i.created_at, i.updated_at, i.deleted_at, i.inventory, i.inventory_at, i.configuration_id, i.access_is_public, i.access_allowed_cidrs, f.name AS flavor_name, f.ram_mb AS flavor_ram_mb, f.vcpus AS flavor_vcpus,
+SELECT i.id, i.project_id, i.name, i.flavor_id, i.volume_size_gb, i.datastore_version_id, i.task, i.compute_status, i.service_status, i.server_id, i.address, i.port, i.volume_used_bytes, i.heartbeat_at, i.agent_token_hash, i.fault_message, i.fault_details, i.fault_at, i.created_at, i.updated_at, i.deleted_at, i.inventory, i.inventory_at, i.configuration_id, i.access_is_public, i.access_allowed_cidrs, i.restore_backup_id, i.running_backup_id, i.volume_type, f.name AS flavor_name, f.ram_mb AS flavor_ram_mb, f.vcpus AS flavor_vcpus,
        dv.name AS version_name, dv.version AS version_number, dv.manager AS datastore_manager,
        dv.image AS version_image, d.name AS datastore_name
 FROM instance i
@@ -144,6 +147,9 @@ func (q *Queries) GetInstanceAnyProject(ctx context.Context, id uuid.UUID) (GetI
 		&i.Instance.ConfigurationID,
 		&i.Instance.AccessIsPublic,
 		&i.Instance.AccessAllowedCidrs,
+		&i.Instance.RestoreBackupID,
+		&i.Instance.RunningBackupID,
+		&i.Instance.VolumeType,
 		&i.FlavorName,
 		&i.FlavorRamMb,
 		&i.FlavorVcpus,
@@ -180,7 +186,7 @@ func (q *Queries) InsertEvent(ctx context.Context, arg InsertEventParams) error 
 const insertInstance = `-- name: InsertInstance :one
 INSERT INTO instance (id, project_id, name, flavor_id, volume_size_gb, datastore_version_id)
 VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, project_id, name, flavor_id, volume_size_gb, datastore_version_id, task, compute_status, service_status, server_id, address, port, volume_used_bytes, heartbeat_at, agent_token_hash, fault_message, fault_details, fault_at, created_at, updated_at, deleted_at, inventory, inventory_at, configuration_id, access_is_public, access_allowed_cidrs
+RETURNING id, project_id, name, flavor_id, volume_size_gb, datastore_version_id, task, compute_status, service_status, server_id, address, port, volume_used_bytes, heartbeat_at, agent_token_hash, fault_message, fault_details, fault_at, created_at, updated_at, deleted_at, inventory, inventory_at, configuration_id, access_is_public, access_allowed_cidrs, restore_backup_id, running_backup_id, volume_type
 `
 
 type InsertInstanceParams struct {
@@ -229,6 +235,9 @@ func (q *Queries) InsertInstance(ctx context.Context, arg InsertInstanceParams) 
 		&i.ConfigurationID,
 		&i.AccessIsPublic,
 		&i.AccessAllowedCidrs,
+		&i.RestoreBackupID,
+		&i.RunningBackupID,
+		&i.VolumeType,
 	)
 	return i, err
 }
@@ -271,7 +280,7 @@ func (q *Queries) ListEvents(ctx context.Context, arg ListEventsParams) ([]Event
 }
 
 const listInstances = `-- name: ListInstances :many
-SELECT i.id, i.project_id, i.name, i.flavor_id, i.volume_size_gb, i.datastore_version_id, i.task, i.compute_status, i.service_status, i.server_id, i.address, i.port, i.volume_used_bytes, i.heartbeat_at, i.agent_token_hash, i.fault_message, i.fault_details, i.fault_at, i.created_at, i.updated_at, i.deleted_at, i.inventory, i.inventory_at, i.configuration_id, i.access_is_public, i.access_allowed_cidrs, f.name AS flavor_name,
+SELECT i.id, i.project_id, i.name, i.flavor_id, i.volume_size_gb, i.datastore_version_id, i.task, i.compute_status, i.service_status, i.server_id, i.address, i.port, i.volume_used_bytes, i.heartbeat_at, i.agent_token_hash, i.fault_message, i.fault_details, i.fault_at, i.created_at, i.updated_at, i.deleted_at, i.inventory, i.inventory_at, i.configuration_id, i.access_is_public, i.access_allowed_cidrs, i.restore_backup_id, i.running_backup_id, i.volume_type, f.name AS flavor_name,
        dv.name AS version_name, dv.version AS version_number, d.name AS datastore_name
 FROM instance i
 JOIN flavor f ON f.id = i.flavor_id
@@ -335,6 +344,9 @@ func (q *Queries) ListInstances(ctx context.Context, arg ListInstancesParams) ([
 			&i.Instance.ConfigurationID,
 			&i.Instance.AccessIsPublic,
 			&i.Instance.AccessAllowedCidrs,
+			&i.Instance.RestoreBackupID,
+			&i.Instance.RunningBackupID,
+			&i.Instance.VolumeType,
 			&i.FlavorName,
 			&i.VersionName,
 			&i.VersionNumber,
@@ -415,7 +427,7 @@ func (q *Queries) ListStuckBuilds(ctx context.Context, deadline time.Time) ([]Li
 }
 
 const lockInstance = `-- name: LockInstance :one
-SELECT id, project_id, name, flavor_id, volume_size_gb, datastore_version_id, task, compute_status, service_status, server_id, address, port, volume_used_bytes, heartbeat_at, agent_token_hash, fault_message, fault_details, fault_at, created_at, updated_at, deleted_at, inventory, inventory_at, configuration_id, access_is_public, access_allowed_cidrs FROM instance WHERE id = $1 FOR UPDATE
+SELECT id, project_id, name, flavor_id, volume_size_gb, datastore_version_id, task, compute_status, service_status, server_id, address, port, volume_used_bytes, heartbeat_at, agent_token_hash, fault_message, fault_details, fault_at, created_at, updated_at, deleted_at, inventory, inventory_at, configuration_id, access_is_public, access_allowed_cidrs, restore_backup_id, running_backup_id, volume_type FROM instance WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) LockInstance(ctx context.Context, id uuid.UUID) (Instance, error) {
@@ -448,6 +460,9 @@ func (q *Queries) LockInstance(ctx context.Context, id uuid.UUID) (Instance, err
 		&i.ConfigurationID,
 		&i.AccessIsPublic,
 		&i.AccessAllowedCidrs,
+		&i.RestoreBackupID,
+		&i.RunningBackupID,
+		&i.VolumeType,
 	)
 	return i, err
 }

@@ -72,7 +72,7 @@ func (q *Queries) FinishInstanceTask(ctx context.Context, arg FinishInstanceTask
 }
 
 const getInstanceAction = `-- name: GetInstanceAction :one
-SELECT command_id, instance_id, action, requested_by, from_flavor_id, to_flavor_id, from_volume_size_gb, to_volume_size_gb, outcome, created_at, completed_at FROM instance_action WHERE command_id = $1
+SELECT command_id, instance_id, action, requested_by, from_flavor_id, to_flavor_id, from_volume_size_gb, to_volume_size_gb, outcome, created_at, completed_at, image_id FROM instance_action WHERE command_id = $1
 `
 
 func (q *Queries) GetInstanceAction(ctx context.Context, commandID uuid.UUID) (InstanceAction, error) {
@@ -90,6 +90,7 @@ func (q *Queries) GetInstanceAction(ctx context.Context, commandID uuid.UUID) (I
 		&i.Outcome,
 		&i.CreatedAt,
 		&i.CompletedAt,
+		&i.ImageID,
 	)
 	return i, err
 }
@@ -127,7 +128,7 @@ func (q *Queries) InsertInstanceAction(ctx context.Context, arg InsertInstanceAc
 }
 
 const listInstanceActions = `-- name: ListInstanceActions :many
-SELECT command_id, instance_id, action, requested_by, from_flavor_id, to_flavor_id, from_volume_size_gb, to_volume_size_gb, outcome, created_at, completed_at FROM instance_action WHERE instance_id = $1 ORDER BY created_at, command_id
+SELECT command_id, instance_id, action, requested_by, from_flavor_id, to_flavor_id, from_volume_size_gb, to_volume_size_gb, outcome, created_at, completed_at, image_id FROM instance_action WHERE instance_id = $1 ORDER BY created_at, command_id
 `
 
 func (q *Queries) ListInstanceActions(ctx context.Context, instanceID uuid.UUID) ([]InstanceAction, error) {
@@ -151,6 +152,7 @@ func (q *Queries) ListInstanceActions(ctx context.Context, instanceID uuid.UUID)
 			&i.Outcome,
 			&i.CreatedAt,
 			&i.CompletedAt,
+			&i.ImageID,
 		); err != nil {
 			return nil, err
 		}
@@ -163,7 +165,7 @@ func (q *Queries) ListInstanceActions(ctx context.Context, instanceID uuid.UUID)
 }
 
 const lockProjectInstance = `-- name: LockProjectInstance :one
-SELECT id, project_id, name, flavor_id, volume_size_gb, datastore_version_id, task, compute_status, service_status, server_id, address, port, volume_used_bytes, heartbeat_at, agent_token_hash, fault_message, fault_details, fault_at, created_at, updated_at, deleted_at, inventory, inventory_at, configuration_id, access_is_public, access_allowed_cidrs FROM instance
+SELECT id, project_id, name, flavor_id, volume_size_gb, datastore_version_id, task, compute_status, service_status, server_id, address, port, volume_used_bytes, heartbeat_at, agent_token_hash, fault_message, fault_details, fault_at, created_at, updated_at, deleted_at, inventory, inventory_at, configuration_id, access_is_public, access_allowed_cidrs, restore_backup_id, running_backup_id, volume_type FROM instance
 WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL
 FOR UPDATE
 `
@@ -205,6 +207,9 @@ func (q *Queries) LockProjectInstance(ctx context.Context, arg LockProjectInstan
 		&i.ConfigurationID,
 		&i.AccessIsPublic,
 		&i.AccessAllowedCidrs,
+		&i.RestoreBackupID,
+		&i.RunningBackupID,
+		&i.VolumeType,
 	)
 	return i, err
 }

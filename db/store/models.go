@@ -36,6 +36,72 @@ type ApiToken struct {
 	ExpiresAt *time.Time
 }
 
+type Backup struct {
+	ID                 uuid.UUID
+	ProjectID          string
+	InstanceID         uuid.NullUUID
+	DatastoreVersionID uuid.UUID
+	ParentID           uuid.NullUUID
+	ScheduleID         uuid.NullUUID
+	Name               string
+	Description        string
+	Incremental        bool
+	Status             string
+	FailReason         string
+	Location           string
+	Container          string
+	Prefix             string
+	KeyID              uuid.UUID
+	WrappedKey         []byte
+	CommandID          uuid.NullUUID
+	ProgressAt         *time.Time
+	DeleteRequestedAt  *time.Time
+	Point              []byte
+	SegmentSize        int64
+	SegmentCount       int32
+	StoredBytes        int64
+	BytesDone          int64
+	EstimatedBytes     int64
+	VolumeSizeGb       int32
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	CompletedAt        *time.Time
+	DeletedAt          *time.Time
+}
+
+type BackupSchedule struct {
+	ID          uuid.UUID
+	ProjectID   string
+	InstanceID  uuid.UUID
+	Name        string
+	Description string
+	Pattern     string
+	Incremental bool
+	KeepLast    int32
+	MaxAge      pgtype.Interval
+	Enabled     bool
+	NextRunAt   time.Time
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	DeletedAt   *time.Time
+}
+
+type BackupSegment struct {
+	BackupID  uuid.UUID
+	Index     int32
+	Size      int64
+	Sha256    string
+	Etag      string
+	CreatedAt time.Time
+}
+
+type BackupStrategy struct {
+	ProjectID  string
+	InstanceID string
+	Container  string
+	CreatedAt  time.Time
+}
+
 type Configuration struct {
 	ID                 uuid.UUID
 	ProjectID          string
@@ -100,6 +166,7 @@ type Flavor struct {
 	Vcpus     int32
 	DiskGb    int32
 	Ephemeral int32
+	Hidden    bool
 }
 
 type Instance struct {
@@ -129,6 +196,9 @@ type Instance struct {
 	ConfigurationID    uuid.NullUUID
 	AccessIsPublic     pgtype.Bool
 	AccessAllowedCidrs []string
+	RestoreBackupID    uuid.NullUUID
+	RunningBackupID    uuid.NullUUID
+	VolumeType         string
 }
 
 type InstanceAction struct {
@@ -143,12 +213,53 @@ type InstanceAction struct {
 	Outcome          string
 	CreatedAt        time.Time
 	CompletedAt      *time.Time
+	ImageID          string
+}
+
+type InstanceModule struct {
+	InstanceID uuid.UUID
+	ModuleID   uuid.UUID
+	Md5        string
+	Status     pgtype.Text
+	Message    string
+	CommandID  uuid.NullUUID
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+type Module struct {
+	ID                 uuid.UUID
+	ProjectID          string
+	AllTenants         bool
+	Name               string
+	Type               string
+	Description        string
+	Contents           []byte
+	ContentsKey        []byte
+	Md5                string
+	DatastoreID        uuid.NullUUID
+	DatastoreVersionID uuid.NullUUID
+	AutoApply          bool
+	Visible            bool
+	LiveUpdate         bool
+	PriorityApply      bool
+	ApplyOrder         int32
+	IsAdmin            bool
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
 }
 
 type Project struct {
 	ID        string
 	Name      string
 	CreatedAt time.Time
+}
+
+type ProjectKey struct {
+	ProjectID  string
+	KeyID      uuid.UUID
+	WrappedKey []byte
+	CreatedAt  time.Time
 }
 
 type Quotum struct {
@@ -172,4 +283,24 @@ type RootHistory struct {
 	CommandID  uuid.UUID
 	DisabledAt *time.Time
 	DisabledBy string
+}
+
+type ScheduleExecution struct {
+	ID          uuid.UUID
+	ScheduleID  uuid.UUID
+	ProjectID   string
+	ScheduledAt time.Time
+	BackupID    uuid.NullUUID
+	State       string
+	StateInfo   string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	DeletedAt   *time.Time
+}
+
+type VolumeType struct {
+	ID          string
+	Name        string
+	Description string
+	IsPublic    bool
 }

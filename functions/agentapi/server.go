@@ -26,6 +26,7 @@ import (
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 	"github.com/coffer-dbaas/coffer/db/store"
 	"github.com/coffer-dbaas/coffer/internal/auth"
+	"github.com/coffer-dbaas/coffer/internal/objectstore"
 	"github.com/coffer-dbaas/coffer/jobs"
 )
 
@@ -35,6 +36,8 @@ type Server struct {
 	River  *river.Client[pgx.Tx]
 	Hub    *Hub
 	Logger *slog.Logger
+	// Store is where backups live (backups.go); nil: no backups.
+	Store objectstore.Store
 }
 
 // maxBody bounds what an agent may post.
@@ -46,6 +49,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+protocol.PathCommands, s.authenticated(s.poll))
 	mux.HandleFunc("POST "+protocol.PathResult, s.authenticated(s.result))
 	mux.HandleFunc("POST "+protocol.PathHeartbeat, s.authenticated(s.heartbeat))
+	mux.HandleFunc("POST "+protocol.PathSegmentGrant, s.authenticated(s.segmentGrant))
+	mux.HandleFunc("POST "+protocol.PathSegmentDone, s.authenticated(s.segmentDone))
+	mux.HandleFunc("POST "+protocol.PathBackupProgress, s.authenticated(s.backupProgress))
+	s.mountObjects(mux)
 	return mux
 }
 

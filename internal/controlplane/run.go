@@ -89,15 +89,26 @@ func Run(ctx context.Context, cfg Config, roles Roles, logger *slog.Logger, read
 		return errors.New("COFFER_AGENT_API_URL must be set for a worker without the API role")
 	}
 
+	backupStore, keys, err := openBackups(ctx, cfg.DataDir, cfg.AgentAPIURL, logger)
+	if err != nil {
+		return err
+	}
+
 	riverCfg := &river.Config{Logger: logger}
-	if roles.Worker {
-		prov, err := newProvider(ctx, cfg, logger)
-		if err != nil {
+	// The API checks images with the provider of a cloud (OpenStack), so
+	// an API-only process has one too; the local provider it needs not.
+	var prov provider.Provider
+	if roles.Worker || (roles.API && cfg.Provider == "openstack") {
+		if prov, err = newProvider(ctx, cfg, logger); err != nil {
 			return err
 		}
+	}
+	images, _ := prov.(provider.ImageChecker)
+	if roles.Worker {
+		syncCatalogAtStart(ctx, pool, prov, logger)
 		riverCfg = jobs.Config(&jobs.Deps{
 			Pool: pool, Provider: prov, AgentAPIURL: cfg.AgentAPIURL, AgentCACert: string(ca.CACertPEM),
-			BuildTimeout: cfg.BuildTimeout, Logger: logger,
+			BuildTimeout: cfg.BuildTimeout, Logger: logger, Store: backupStore, Keys: keys,
 		}, cfg.MaxWorkers)
 	}
 	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverCfg)
@@ -132,9 +143,10 @@ func Run(ctx context.Context, cfg Config, roles Roles, logger *slog.Logger, read
 		}
 		public := &http.Server{Handler: functions.Handler(&functions.Deps{
 			Pool: pool, River: riverClient, Auth: authn, RateLimit: limiter,
-			Region: cfg.Region, DefaultDatastore: cfg.DefaultDatastore, MaxVolumeGB: cfg.MaxVolumeGB, Logger: logger,
+			Region: cfg.Region, DefaultDatastore: cfg.DefaultDatastore, MaxVolumeGB: cfg.MaxVolumeGB, Images: images, Logger: logger,
+			Keys: keys, Store: backupStore,
 		}), ReadHeaderTimeout: 10 * time.Second}
-		agentSrv := &http.Server{Handler: (&agentapi.Server{Pool: pool, River: riverClient, Hub: hub, Logger: logger}).Handler(),
+		agentSrv := &http.Server{Handler: (&agentapi.Server{Pool: pool, River: riverClient, Hub: hub, Logger: logger, Store: backupStore}).Handler(),
 			TLSConfig: ca.ServerTLSConfig(), ReadHeaderTimeout: 10 * time.Second}
 
 		serve := func(srv *http.Server, ln net.Listener, tls bool) {

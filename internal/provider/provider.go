@@ -37,6 +37,9 @@ type ServerSpec struct {
 	Datastore    string // manager: postgresql, mariadb, redis
 	Version      string
 	Image        string
+	// VolumeType is the block-storage type the instance asked for (one
+	// of the provider's Catalog); empty: the provider's default.
+	VolumeType string
 	// AllowedCIDRs are the networks that may reach the datastore's port
 	// (the instance's access.allowed_cidrs). Empty: nobody from outside;
 	// the agent needs no inbound access (it dials out to the control
@@ -93,6 +96,7 @@ type VolumeType struct {
 	ID          string
 	Name        string
 	Description string
+	IsPublic    bool
 }
 
 // Catalog is implemented by providers whose cloud defines the flavors and
@@ -101,6 +105,18 @@ type VolumeType struct {
 type Catalog interface {
 	ListFlavors(ctx context.Context) ([]Flavor, error)
 	ListVolumeTypes(ctx context.Context) ([]VolumeType, error)
+}
+
+// ImageChecker is implemented by providers that boot datastore versions
+// from images of their cloud (OpenStack: Glance), so that the API refuses
+// a create whose version's image is missing (4xx, nothing created)
+// instead of failing the build.
+type ImageChecker interface {
+	// CheckImage reports, as an ErrRefused error with the reason, that the
+	// image a server of the datastore version would boot (image, the
+	// version's own reference, else the provider's configured one) is not
+	// usable; nil when it is. Other errors: the cloud could not be asked.
+	CheckImage(ctx context.Context, datastore, version, image string) error
 }
 
 // Resizer is implemented by providers that can resize an instance's

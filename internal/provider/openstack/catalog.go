@@ -41,7 +41,7 @@ func (p *Provider) ListVolumeTypes(ctx context.Context) ([]provider.VolumeType, 
 	}
 	out := make([]provider.VolumeType, 0, len(ts))
 	for _, t := range ts {
-		out = append(out, provider.VolumeType{ID: t.ID, Name: t.Name, Description: t.Description})
+		out = append(out, provider.VolumeType{ID: t.ID, Name: t.Name, Description: t.Description, IsPublic: t.IsPublic})
 	}
 	return out, nil
 }

@@ -48,7 +48,8 @@
 //	COFFER_OS_CACERT               PEM file of the CA for the OpenStack APIs' TLS (default: system roots)
 //	COFFER_OS_NETWORK_ID           management network the instances' ports go on (required); guests
 //	                               must reach the agent API from it
-//	COFFER_OS_VOLUME_TYPE          Cinder volume type of the data volumes (default: Cinder's default)
+//	COFFER_OS_VOLUME_TYPE          Cinder volume type of the data volumes whose instance names none
+//	                               (ServerSpec.VolumeType; default: Cinder's default)
 //	COFFER_OS_AVAILABILITY_ZONE    availability zone of servers and volumes (default: none)
 //	COFFER_OS_IMAGES               images for datastore versions that name none, comma-separated
 //	                               MANAGER[:VERSION]=IMAGE, IMAGE a Glance image id or tag:TAG (the

@@ -56,7 +56,7 @@ func (p *Provider) ensureVolume(ctx context.Context, spec provider.ServerSpec, n
 			Name:             name,
 			Description:      fmt.Sprintf("Coffer instance %s (%s): datastore volume", spec.InstanceID, truncate(spec.Name, 128)),
 			Size:             spec.VolumeSizeGB,
-			VolumeType:       p.cfg.VolumeType,
+			VolumeType:       cmpOr(spec.VolumeType, p.cfg.VolumeType),
 			AvailabilityZone: p.cfg.AvailabilityZone,
 			Metadata:         map[string]string{metaInstanceID: spec.InstanceID},
 		}, nil).Extract()
