@@ -179,6 +179,7 @@ func (d *Driver) fullBackup(ctx context.Context, c *pgctl.Cluster, w io.Writer) 
 	if err != nil {
 		return protocol.BackupPoint{}, err
 	}
+	growPipe(stdout)
 	if err := cmd.Start(); err != nil {
 		return protocol.BackupPoint{}, fmt.Errorf("start pg_basebackup: %w", err)
 	}
@@ -198,6 +199,28 @@ func (d *Driver) fullBackup(ctx context.Context, c *pgctl.Cluster, w io.Writer) 
 		return protocol.BackupPoint{}, fmt.Errorf("pg_basebackup: %w: %s", werr, stderr.String())
 	}
 	return basePoint(label, manifest, segSize)
+}
+
+// backupPipeSize is the capacity asked for pg_basebackup's stdout pipe
+// (Linux's default limit for an unprivileged process, fs.pipe-max-size).
+const backupPipeSize = 1 << 20
+
+// growPipe enlarges the pipe r reads from, so that pg_basebackup (and the
+// walsender behind it) can run ahead of the compressor by more than the
+// default 64 KiB instead of stopping and starting in lockstep with it. It is
+// only an optimisation: a failure leaves the pipe as it was.
+func growPipe(r io.Reader) {
+	f, ok := r.(*os.File)
+	if !ok {
+		return
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_SETPIPE_SZ, backupPipeSize)
+	})
 }
 
 // serverCommand runs a PostgreSQL program as the server's user (when we
