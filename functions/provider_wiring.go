@@ -71,7 +71,7 @@ func (d *Deps) checkVersionImage(ctx context.Context, v store.DatastoreVersion) 
 	if d.Images == nil {
 		return nil
 	}
-	err := d.Images.CheckImage(ctx, v.Manager, v.Name, v.Image)
+	err := d.Images.CheckImage(ctx, v.Manager, v.Name, provider.VersionImageRef(v.Image, v.ImageTags))
 	switch {
 	case err == nil:
 		return nil

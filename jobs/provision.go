@@ -64,6 +64,10 @@ func (w *ProvisionInstanceWorker) Work(ctx context.Context, job *river.Job[Provi
 		return fmt.Errorf("provision %s: store agent credential: %w", id, err)
 	}
 
+	image, err := versionImageRef(ctx, q, row)
+	if err != nil {
+		return fmt.Errorf("provision %s: %w", id, err)
+	}
 	server, err := w.deps.Provider.CreateServer(ctx, provider.ServerSpec{
 		InstanceID:   id.String(),
 		Name:         inst.Name,
@@ -73,7 +77,7 @@ func (w *ProvisionInstanceWorker) Work(ctx context.Context, job *river.Job[Provi
 		VolumeSizeGB: int(inst.VolumeSizeGb),
 		Datastore:    row.DatastoreManager,
 		Version:      row.VersionName,
-		Image:        row.VersionImage,
+		Image:        image,
 		VolumeType:   inst.VolumeType,
 		AllowedCIDRs: inst.AccessAllowedCidrs,
 		Agent: protocol.AgentConfig{

@@ -175,7 +175,7 @@ func (f ownedFile) restore(path string) error {
 // read-only by a full volume takes writes again when the new size leaves
 // room). The volume is a directory under the local provider, so nothing
 // else grows; on a VM the provider has grown the block device, and the
-// filesystem would be grown here.
+// filesystem on it is grown here (driver.GrowFilesystem).
 func (d *Driver) ResizeVolume(ctx context.Context, sizeGB int) error {
 	if sizeGB < 1 {
 		return fmt.Errorf("resize volume: %d GB is not a volume size", sizeGB)
@@ -188,6 +188,12 @@ func (d *Driver) ResizeVolume(ctx context.Context, sizeGB int) error {
 	}
 	if !st.Prepared {
 		return errors.New("resize volume: the datastore is not prepared yet")
+	}
+	// On a VM the provider has grown the block device: grow the filesystem
+	// first, so that the recorded size is never ahead of it (a no-op for
+	// the local provider's plain directory).
+	if _, err := driver.GrowFilesystem(ctx, d.dataDir); err != nil {
+		return fmt.Errorf("resize volume to %d GB: %w", sizeGB, err)
 	}
 	if st.VolumeSizeGB != sizeGB {
 		st.VolumeSizeGB = sizeGB

@@ -26,23 +26,29 @@ func (p *Provider) imageRef(spec provider.ServerSpec) (string, error) {
 }
 
 // resolveImage turns an image reference into an active Glance image the
-// service user can boot: "tag:T" is the newest active image tagged T,
-// anything else an image id. Checked before anything is created, so that
-// a wrong image leaves nothing behind.
+// service user can boot: "tag:T1,T2" (provider.VersionImageRef) is the
+// newest active image carrying all the tags, anything else an image id.
+// Checked before anything is created, so that a wrong image leaves
+// nothing behind.
 func (p *Provider) resolveImage(ctx context.Context, ref string) (*images.Image, error) {
-	if tag, ok := strings.CutPrefix(ref, "tag:"); ok {
+	tags, ok, err := provider.ImageRefTags(ref)
+	if err != nil {
+		return nil, refused("%v", err)
+	}
+	if ok {
+		tagged := strings.Join(tags, `", "`)
 		pages, err := images.List(p.image, images.ListOpts{
-			Tags: []string{tag}, Status: images.ImageStatusActive, Sort: "created_at:desc",
+			Tags: tags, Status: images.ImageStatusActive, Sort: "created_at:desc",
 		}).AllPages(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("list images tagged %q: %w", tag, err)
+			return nil, fmt.Errorf(`list images tagged "%s": %w`, tagged, err)
 		}
 		imgs, err := images.ExtractImages(pages)
 		if err != nil {
-			return nil, fmt.Errorf("list images tagged %q: %w", tag, err)
+			return nil, fmt.Errorf(`list images tagged "%s": %w`, tagged, err)
 		}
 		if len(imgs) == 0 {
-			return nil, refused("no active image tagged %q is visible to the service user", tag)
+			return nil, refused(`no active image tagged "%s" is visible to the service user`, tagged)
 		}
 		return &imgs[0], nil
 	}
