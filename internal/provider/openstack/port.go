@@ -82,6 +82,29 @@ func (p *Provider) ensurePort(ctx context.Context, instanceID, name, secGroupID 
 	return port, nil
 }
 
+// pruneStrayPorts deletes the instance's ports that no server uses once
+// its server is built. A worker killed while its port request was in
+// flight leaves a port that Neutron creates after the retry has looked
+// (and made its own): the server is bound to one, the other is a leak.
+// Best effort: a failure is logged, and delete removes them all anyway.
+func (p *Provider) pruneStrayPorts(ctx context.Context, instanceID, name string) {
+	ps, err := p.findPorts(ctx, name)
+	if err != nil {
+		p.logger.WarnContext(ctx, "openstack provider: list ports to prune", "instance_id", instanceID, "err", err)
+		return
+	}
+	for _, port := range ps {
+		if port.DeviceID != "" {
+			continue
+		}
+		if err := ports.Delete(ctx, p.network, port.ID).ExtractErr(); err != nil && !isNotFound(err) {
+			p.logger.WarnContext(ctx, "openstack provider: delete stray port", "instance_id", instanceID, "port_id", port.ID, "err", err)
+			continue
+		}
+		p.logger.InfoContext(ctx, "openstack provider: deleted a stray port", "instance_id", instanceID, "port_id", port.ID)
+	}
+}
+
 // portIPv4 is the port's first IPv4 address: where the datastore listens
 // for clients.
 func portIPv4(port ports.Port) string {

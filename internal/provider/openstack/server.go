@@ -126,6 +126,7 @@ func (p *Provider) createServer(ctx context.Context, spec provider.ServerSpec) (
 	if srv, err = p.waitBuilt(ctx, srv.ID); err != nil {
 		return provider.Server{}, err
 	}
+	p.pruneStrayPorts(ctx, spec.InstanceID, name)
 	return view(srv, portIPv4(nic), port), nil
 }
 
@@ -142,6 +143,7 @@ func (p *Provider) reuse(ctx context.Context, spec provider.ServerSpec, name str
 	if err != nil {
 		return provider.Server{}, err
 	}
+	p.pruneStrayPorts(ctx, spec.InstanceID, name)
 	addr, err := p.address(ctx, name)
 	if err != nil {
 		return provider.Server{}, err
