@@ -119,7 +119,7 @@ func requireCLIs(t *testing.T) {
 
 // cliTimeout bounds one CLI invocation (~1.5-3 s normally; minutes only
 // if something hangs).
-const cliTimeout = 3 * time.Minute
+const cliTimeout = 5 * time.Minute
 
 // cliSlots caps the CLI processes this test process runs at once, across
 // parallel tests and together's checks: a call is mostly Python starting
