@@ -55,6 +55,9 @@ type Deps struct {
 	// them backups answer 501.
 	Keys  *backupkey.Keyring
 	Store objectstore.Store
+	// Locations names every store a backup may be in or be copied to
+	// (backup_copy.go); nil: Store only.
+	Locations *objectstore.Registry
 	// Now is the clock (tests may replace it).
 	Now func() time.Time
 }

@@ -66,7 +66,7 @@ func newAPI(t testing.TB) *apiFixture {
 	}
 	f.keys, f.files = testBackupDeps(t)
 	f.srv = httptest.NewServer(functions.Handler(&functions.Deps{
-		Keys: f.keys, Store: f.files,
+		Keys: f.keys, Store: f.files, Locations: copyTestLocations(t, f.files),
 		Pool: pool, River: rc, Auth: &auth.Builtin{Queries: q}, Region: "RegionOne",
 		DefaultDatastore: "postgresql", MaxVolumeGB: 10, Logger: slog.New(slog.DiscardHandler),
 	}))

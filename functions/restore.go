@@ -88,7 +88,7 @@ func (d *Deps) usableLink(target, link store.Backup, first bool) *openapi.Fault 
 		return openapi.Errorf(http.StatusConflict, "Unable to create instance because backup %s is not completed. Actual state: %s.", link.ID, state)
 	case first && link.ParentID.Valid:
 		return openapi.Errorf(http.StatusConflict, "Unable to create instance from backup %s: its chain does not start with a full backup.", target.ID)
-	case link.Location != jobs.Backups().Location:
+	case !d.servesLocation(link.Location):
 		return openapi.BadRequest("Backup %s is stored in '%s', which this deployment does not serve (it uses '%s').", link.ID, link.Location, jobs.Backups().Location)
 	}
 	return nil

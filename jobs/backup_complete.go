@@ -214,9 +214,9 @@ func (w *FinalizeBackupWorker) Work(ctx context.Context, job *river.Job[Finalize
 // verifyAndWrite checks every segment the agent reported against the
 // store, then writes the manifest and the large object.
 func (w *FinalizeBackupWorker) verifyAndWrite(ctx context.Context, q *store.Queries, b store.Backup) (Manifest, error) {
-	st := w.deps.Store
-	if st == nil {
-		return Manifest{}, errors.New("no object store is configured")
+	st, ok := StoreAt(w.deps.Locations, w.deps.Store, b.Location)
+	if !ok {
+		return Manifest{}, fmt.Errorf("no object store is configured for location %q", b.Location)
 	}
 	segs, err := q.ListBackupSegments(ctx, b.ID)
 	if err != nil {

@@ -104,15 +104,16 @@ func (d *Deps) purge(ctx context.Context, b store.Backup) error {
 	if d.Store == nil {
 		return errors.New("no object store is configured")
 	}
-	if loc := Backups().Location; b.Location != loc {
-		return fmt.Errorf("the backup is in object store %q, this deployment uses %q", b.Location, loc)
+	st, ok := StoreAt(d.Locations, d.Store, b.Location)
+	if !ok {
+		return fmt.Errorf("the backup is in object store %q, this deployment uses %q", b.Location, locationNames(d.Locations))
 	}
-	if lw, ok := d.Store.(objectstore.LargeObjectWriter); ok {
+	if lw, ok := st.(objectstore.LargeObjectWriter); ok {
 		if err := lw.DeleteLargeObject(ctx, b.Container, LargeObjectKey(b.Prefix)); err != nil && !errors.Is(err, objectstore.ErrNotFound) {
 			return fmt.Errorf("remove large object: %w", err)
 		}
 	}
-	objs, err := d.Store.List(ctx, b.Container, b.Prefix+"/")
+	objs, err := st.List(ctx, b.Container, b.Prefix+"/")
 	if errors.Is(err, objectstore.ErrNotFound) {
 		return nil // no container: nothing was ever uploaded
 	}
@@ -120,7 +121,7 @@ func (d *Deps) purge(ctx context.Context, b store.Backup) error {
 		return fmt.Errorf("list objects: %w", err)
 	}
 	for _, o := range objs {
-		if err := d.Store.Delete(ctx, b.Container, o.Key); err != nil && !errors.Is(err, objectstore.ErrNotFound) {
+		if err := st.Delete(ctx, b.Container, o.Key); err != nil && !errors.Is(err, objectstore.ErrNotFound) {
 			return fmt.Errorf("remove %s: %w", o.Key, err)
 		}
 	}

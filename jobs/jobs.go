@@ -38,6 +38,9 @@ type Deps struct {
 	// Store is where backups live, Keys what wraps their keys (backup*.go).
 	Store objectstore.Store
 	Keys  *backupkey.Keyring
+	// Locations names every store a backup may be in (backup.location),
+	// Store's among them; nil: Store is the only one (backup_copy.go).
+	Locations *objectstore.Registry
 	// inserter queues the jobs a backup job follows up with.
 	inserter lazyInserter
 }
@@ -82,6 +85,7 @@ func Register(workers *river.Workers, deps *Deps) {
 	river.AddWorker(workers, &DeleteInstanceWorker{deps: deps})
 	river.AddWorker(workers, &WatchInstancesWorker{deps: deps})
 	registerBackupWorkers(workers, deps)
+	river.AddWorker(workers, &CopyBackupWorker{deps: deps})
 	registerScheduleWorkers(workers, deps)
 	river.AddWorker(workers, &SyncCatalogWorker{deps: deps})
 	river.AddWorker(workers, &ResizeInstanceWorker{deps: deps})

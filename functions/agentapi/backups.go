@@ -109,14 +109,15 @@ func (s *Server) segmentGrant(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no object store is configured", http.StatusServiceUnavailable)
 		return
 	}
-	if loc := jobs.Backups().Location; b.Location != loc {
-		http.Error(w, fmt.Sprintf("backup is in object store %q, this deployment serves %q", b.Location, loc), http.StatusConflict)
-		return
-	}
 	key := jobs.SegmentKey(b.Prefix, ref.index)
 	ttl := jobs.Backups().GrantTTL
 	switch req.Method {
 	case http.MethodPut:
+		// Guests upload only new backups, which go to the default store.
+		if loc := jobs.Backups().Location; b.Location != loc {
+			http.Error(w, fmt.Sprintf("backup is in object store %q, this deployment serves %q", b.Location, loc), http.StatusConflict)
+			return
+		}
 		ok, err := s.taking(r, b)
 		if err != nil {
 			s.unavailable(w, r, "check backup", err)
@@ -161,7 +162,14 @@ func (s *Server) segmentGrant(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "no such backup", http.StatusNotFound)
 			return
 		}
-		g, err := s.Store.GrantGet(ctx, b.Container, key, ttl)
+		// Restores read from wherever the backup is (a copy may be in
+		// another location than new backups go to).
+		st, ok := jobs.StoreAt(s.Locations, s.Store, b.Location)
+		if !ok {
+			http.Error(w, fmt.Sprintf("backup is in object store %q, which this deployment does not serve", b.Location), http.StatusConflict)
+			return
+		}
+		g, err := st.GrantGet(ctx, b.Container, key, ttl)
 		if err != nil {
 			s.unavailable(w, r, "grant download", err)
 			return
@@ -255,6 +263,16 @@ func (s *Server) backupProgress(w http.ResponseWriter, r *http.Request) {
 func (s *Server) mountObjects(mux *http.ServeMux) {
 	if h, ok := s.Store.(interface{ Handler() http.Handler }); ok {
 		mux.Handle(objectsPath, h.Handler())
+		return
+	}
+	// A file store may be a copy location only (one file store at most:
+	// locations are named by kind).
+	for _, name := range s.Locations.Names() {
+		l, _ := s.Locations.Get(name)
+		if h, ok := l.Store.(interface{ Handler() http.Handler }); ok {
+			mux.Handle(objectsPath, h.Handler())
+			return
+		}
 	}
 }
 

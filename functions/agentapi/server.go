@@ -38,6 +38,9 @@ type Server struct {
 	Logger *slog.Logger
 	// Store is where backups live (backups.go); nil: no backups.
 	Store objectstore.Store
+	// Locations names every store a backup may be in; restore grants are
+	// signed by the store of the backup's location. nil: Store only.
+	Locations *objectstore.Registry
 }
 
 // maxBody bounds what an agent may post.

@@ -23,8 +23,10 @@ import (
 //	COFFER_BACKUP_STALL_TIMEOUT  a backup with no sign of its agent for this long fails (default 10m)
 //	COFFER_BACKUP_WATCH_EVERY    how often a running backup is looked at (default 15s)
 //
+// COFFER_BACKUP_COPY_STORES adds the locations backups may be copied to
+// (objectstore.CopyStoresFromEnv); all are returned in one registry.
 // agentAPIURL is where the file store's grants point.
-func openBackups(ctx context.Context, dataDir, agentAPIURL string, logger *slog.Logger) (objectstore.Store, *backupkey.Keyring, error) {
+func openBackups(ctx context.Context, dataDir, agentAPIURL string, logger *slog.Logger) (*objectstore.Registry, *backupkey.Keyring, error) {
 	cfg, err := objectstore.FromEnv(dataDir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("backup store: %w", err)
@@ -35,6 +37,25 @@ func openBackups(ctx context.Context, dataDir, agentAPIURL string, logger *slog.
 	st, err := objectstore.Open(ctx, cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("backup store %s: %w", cfg.Kind, err)
+	}
+	copyCfgs, err := objectstore.CopyStoresFromEnv(dataDir, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	var copies []objectstore.Location
+	for _, c := range copyCfgs {
+		if c.Kind == "file" && c.File.BaseURL == "" {
+			c.File.BaseURL = agentAPIURL
+		}
+		cs, err := objectstore.Open(ctx, c)
+		if err != nil {
+			return nil, nil, fmt.Errorf("backup copy store %s: %w", c.Kind, err)
+		}
+		copies = append(copies, objectstore.Location{Name: c.Name, Container: c.Container, Store: cs})
+	}
+	reg, err := objectstore.NewRegistry(objectstore.Location{Name: cfg.Name, Container: cfg.Container, Store: st}, copies...)
+	if err != nil {
+		return nil, nil, err
 	}
 	keys, err := backupkey.FromEnv(dataDir)
 	if err != nil {
@@ -65,8 +86,8 @@ func openBackups(ctx context.Context, dataDir, agentAPIURL string, logger *slog.
 	jobs.SetBackupSettings(s)
 	s = jobs.Backups()
 	logger.Info("backups", "store", cfg.Kind, "location", s.Location, "container", s.Container,
-		"segment_size", s.SegmentSize, "parallel", s.Parallel)
-	return st, keys, nil
+		"segment_size", s.SegmentSize, "parallel", s.Parallel, "locations", reg.Names())
+	return reg, keys, nil
 }
 
 func envInt64(key string, def int64) (int64, error) {

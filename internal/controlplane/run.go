@@ -89,10 +89,11 @@ func Run(ctx context.Context, cfg Config, roles Roles, logger *slog.Logger, read
 		return errors.New("COFFER_AGENT_API_URL must be set for a worker without the API role")
 	}
 
-	backupStore, keys, err := openBackups(ctx, cfg.DataDir, cfg.AgentAPIURL, logger)
+	backupLocations, keys, err := openBackups(ctx, cfg.DataDir, cfg.AgentAPIURL, logger)
 	if err != nil {
 		return err
 	}
+	backupStore := backupLocations.Default.Store
 
 	riverCfg := &river.Config{Logger: logger}
 	// The API checks images with the provider of a cloud (OpenStack), so
@@ -109,6 +110,7 @@ func Run(ctx context.Context, cfg Config, roles Roles, logger *slog.Logger, read
 		riverCfg = jobs.Config(&jobs.Deps{
 			Pool: pool, Provider: prov, AgentAPIURL: cfg.AgentAPIURL, AgentCACert: string(ca.CACertPEM),
 			BuildTimeout: cfg.BuildTimeout, Logger: logger, Store: backupStore, Keys: keys,
+			Locations: backupLocations,
 		}, cfg.MaxWorkers)
 	}
 	riverClient, err := river.NewClient(riverpgxv5.New(pool), riverCfg)
@@ -144,9 +146,10 @@ func Run(ctx context.Context, cfg Config, roles Roles, logger *slog.Logger, read
 		public := &http.Server{Handler: functions.Handler(&functions.Deps{
 			Pool: pool, River: riverClient, Auth: authn, RateLimit: limiter,
 			Region: cfg.Region, DefaultDatastore: cfg.DefaultDatastore, MaxVolumeGB: cfg.MaxVolumeGB, Images: images, Logger: logger,
-			Keys: keys, Store: backupStore,
+			Keys: keys, Store: backupStore, Locations: backupLocations,
 		}), ReadHeaderTimeout: 10 * time.Second}
-		agentSrv := &http.Server{Handler: (&agentapi.Server{Pool: pool, River: riverClient, Hub: hub, Logger: logger, Store: backupStore}).Handler(),
+		agentSrv := &http.Server{Handler: (&agentapi.Server{Pool: pool, River: riverClient, Hub: hub, Logger: logger, Store: backupStore,
+			Locations: backupLocations}).Handler(),
 			TLSConfig: ca.ServerTLSConfig(), ReadHeaderTimeout: 10 * time.Second}
 
 		serve := func(srv *http.Server, ln net.Listener, tls bool) {
