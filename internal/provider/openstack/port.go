@@ -82,19 +82,20 @@ func (p *Provider) ensurePort(ctx context.Context, instanceID, name, secGroupID 
 	return port, nil
 }
 
-// pruneStrayPorts deletes the instance's ports that no server uses once
-// its server is built. A worker killed while its port request was in
-// flight leaves a port that Neutron creates after the retry has looked
-// (and made its own): the server is bound to one, the other is a leak.
-// Best effort: a failure is logged, and delete removes them all anyway.
-func (p *Provider) pruneStrayPorts(ctx context.Context, instanceID, name string) {
+// pruneStrayPorts deletes the instance's ports that no server uses, except
+// keepID, once its server is ACTIVE. A worker killed while its port
+// request was in flight leaves a port that Neutron creates after the retry
+// has looked (and made its own): the server is bound to one, the other is
+// a leak. Best effort: a failure is logged, and delete removes them all
+// anyway.
+func (p *Provider) pruneStrayPorts(ctx context.Context, instanceID, name, keepID string) {
 	ps, err := p.findPorts(ctx, name)
 	if err != nil {
 		p.logger.WarnContext(ctx, "openstack provider: list ports to prune", "instance_id", instanceID, "err", err)
 		return
 	}
 	for _, port := range ps {
-		if port.DeviceID != "" {
+		if port.DeviceID != "" || port.ID == keepID {
 			continue
 		}
 		if err := ports.Delete(ctx, p.network, port.ID).ExtractErr(); err != nil && !isNotFound(err) {

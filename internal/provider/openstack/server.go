@@ -126,7 +126,9 @@ func (p *Provider) createServer(ctx context.Context, spec provider.ServerSpec) (
 	if srv, err = p.waitBuilt(ctx, srv.ID); err != nil {
 		return provider.Server{}, err
 	}
-	p.pruneStrayPorts(ctx, spec.InstanceID, name)
+	if srv.Status == "ACTIVE" {
+		p.pruneStrayPorts(ctx, spec.InstanceID, name, nic.ID)
+	}
 	return view(srv, portIPv4(nic), port), nil
 }
 
@@ -143,7 +145,9 @@ func (p *Provider) reuse(ctx context.Context, spec provider.ServerSpec, name str
 	if err != nil {
 		return provider.Server{}, err
 	}
-	p.pruneStrayPorts(ctx, spec.InstanceID, name)
+	if srv.Status == "ACTIVE" {
+		p.pruneStrayPorts(ctx, spec.InstanceID, name, "")
+	}
 	addr, err := p.address(ctx, name)
 	if err != nil {
 		return provider.Server{}, err
