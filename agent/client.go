@@ -130,19 +130,5 @@ func drainClose(body io.ReadCloser) {
 
 // post sends body to path through c and expects a 2xx answer.
 func (a *Agent) post(ctx context.Context, c *conn, op, path string, body any) error {
-	ctx, cancel := context.WithTimeout(ctx, a.requestTimeout)
-	defer cancel()
-	req, err := c.newRequest(ctx, http.MethodPost, path, body)
-	if err != nil {
-		return err
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	defer drainClose(resp.Body)
-	if resp.StatusCode/100 != 2 {
-		return newStatusError(op, resp)
-	}
-	return nil
+	return a.postJSON(ctx, c, op, path, body, nil)
 }

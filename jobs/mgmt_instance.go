@@ -130,15 +130,12 @@ func (w *RebuildInstanceWorker) NextRetry(job *river.Job[RebuildInstance]) time.
 func (w *RebuildInstanceWorker) Work(ctx context.Context, job *river.Job[RebuildInstance]) error {
 	a := job.Args
 	q := store.New(w.deps.Pool)
-	action, err := q.GetInstanceAction(ctx, a.CommandID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return river.JobCancel(fmt.Errorf("rebuild %s: no action for command %s", a.InstanceID, a.CommandID))
-	}
+	action, err := loadAction(ctx, q, "rebuild", a.InstanceID, a.CommandID)
 	if err != nil {
-		return fmt.Errorf("rebuild %s: load action: %w", a.InstanceID, err)
+		return err
 	}
-	if action.InstanceID != a.InstanceID || action.Action != ActionRebuild {
-		return river.JobCancel(fmt.Errorf("rebuild %s: command %s is a %s of instance %s", a.InstanceID, a.CommandID, action.Action, action.InstanceID))
+	if action.Action != ActionRebuild {
+		return river.JobCancel(fmt.Errorf("rebuild %s: command %s is a %s", a.InstanceID, a.CommandID, action.Action))
 	}
 	// The resize job's bookkeeping fits a rebuild as it is: a held
 	// command, released or failed as one.
@@ -158,17 +155,7 @@ func (w *RebuildInstanceWorker) Work(ctx context.Context, job *river.Job[Rebuild
 		return err
 	}
 	// The server stays BUILD until its agent answered (completeRebuild).
-	err = w.deps.inTx(ctx, func(tx pgx.Tx, q *store.Queries) error {
-		if _, err := q.LockInstance(ctx, a.InstanceID); err != nil {
-			return err
-		}
-		if open, err := rw.held(ctx, q, action); err != nil || !open {
-			return err
-		}
-		_, err = q.ReleaseAgentCommand(ctx, a.CommandID)
-		return err
-	})
-	if err != nil {
+	if err := rw.release(ctx, action, nil); err != nil {
 		return fmt.Errorf("rebuild %s: hand the command to the agent: %w", a.InstanceID, err)
 	}
 	return nil

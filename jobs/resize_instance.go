@@ -66,15 +66,9 @@ func (w *ResizeInstanceWorker) NextRetry(job *river.Job[ResizeInstance]) time.Ti
 func (w *ResizeInstanceWorker) Work(ctx context.Context, job *river.Job[ResizeInstance]) error {
 	a := job.Args
 	q := store.New(w.deps.Pool)
-	action, err := q.GetInstanceAction(ctx, a.CommandID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return river.JobCancel(fmt.Errorf("resize %s: no action for command %s", a.InstanceID, a.CommandID))
-	}
+	action, err := loadAction(ctx, q, "resize", a.InstanceID, a.CommandID)
 	if err != nil {
-		return fmt.Errorf("resize %s: load action: %w", a.InstanceID, err)
-	}
-	if action.InstanceID != a.InstanceID {
-		return river.JobCancel(fmt.Errorf("resize %s: command %s belongs to instance %s", a.InstanceID, a.CommandID, action.InstanceID))
+		return err
 	}
 	if open, err := w.held(ctx, q, action); err != nil || !open {
 		return err
@@ -102,8 +96,34 @@ func (w *ResizeInstanceWorker) Work(ctx context.Context, job *river.Job[ResizeIn
 		}
 	}
 
-	err = w.deps.inTx(ctx, func(tx pgx.Tx, q *store.Queries) error {
-		inst, err := q.LockInstance(ctx, a.InstanceID)
+	if err := w.release(ctx, action, server); err != nil {
+		return fmt.Errorf("resize %s: hand the command to the agent: %w", a.InstanceID, err)
+	}
+	return nil
+}
+
+// loadAction loads the action of a held command for the job of verb
+// ("resize", "rebuild"); an action that is gone or another instance's
+// cancels the job.
+func loadAction(ctx context.Context, q *store.Queries, verb string, instanceID, commandID uuid.UUID) (store.InstanceAction, error) {
+	action, err := q.GetInstanceAction(ctx, commandID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return action, river.JobCancel(fmt.Errorf("%s %s: no action for command %s", verb, instanceID, commandID))
+	}
+	if err != nil {
+		return action, fmt.Errorf("%s %s: load action: %w", verb, instanceID, err)
+	}
+	if action.InstanceID != instanceID {
+		return action, river.JobCancel(fmt.Errorf("%s %s: command %s belongs to instance %s", verb, instanceID, commandID, action.InstanceID))
+	}
+	return action, nil
+}
+
+// release hands the held command to the agent, if the action is still
+// open, recording the server's new status first when server is not nil.
+func (w *ResizeInstanceWorker) release(ctx context.Context, action store.InstanceAction, server *provider.Server) error {
+	return w.deps.inTx(ctx, func(tx pgx.Tx, q *store.Queries) error {
+		inst, err := q.LockInstance(ctx, action.InstanceID)
 		if err != nil {
 			return err
 		}
@@ -115,13 +135,9 @@ func (w *ResizeInstanceWorker) Work(ctx context.Context, job *river.Job[ResizeIn
 				return err
 			}
 		}
-		_, err = q.ReleaseAgentCommand(ctx, a.CommandID)
+		_, err = q.ReleaseAgentCommand(ctx, action.CommandID)
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("resize %s: hand the command to the agent: %w", a.InstanceID, err)
-	}
-	return nil
 }
 
 // held reports whether the action is still open with its command held
