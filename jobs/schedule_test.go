@@ -144,7 +144,8 @@ func (f *schedFixture) completeBackups(t testing.TB) {
 // and on top of River's leader-only periodic pass both replicas running
 // the scheduler's pass in a loop as fast as they can: every tick has
 // exactly one execution and at most one backup, every backup belongs to
-// exactly one execution, both replicas ran ticks, and retention keeps what
+// exactly one execution, both replicas ran ticks (the busier one stops
+// halfway), and retention keeps what
 // it promises (the full schedule down to its last 2, the incremental
 // chain whole: every backup in it is a parent of the next).
 func TestTwoReplicasOneBackupPerTick(t *testing.T) {
@@ -155,12 +156,34 @@ func TestTwoReplicasOneBackupPerTick(t *testing.T) {
 	sIncr := f.schedule(t, incr, "@every 1s", true, 2)
 	sPlain := f.schedule(t, plain, "@every 1s", false, 0)
 	a, b := f.replica(), f.replica()
-	f.client(t, "replica-a", a)
-	f.client(t, "replica-b", b)
+	clients := map[string]*river.Client[pgx.Tx]{
+		"replica-a": f.client(t, "replica-a", a),
+		"replica-b": f.client(t, "replica-b", b),
+	}
 
 	ctx, cancel := context.WithTimeout(t.Context(), 7*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
+	// Halfway, the replica that has run the most ticks stops (as a
+	// replica scaled down would), so that the other one runs the rest:
+	// which of two clients fetches a job first is otherwise luck, and one
+	// of them often takes them all.
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(3500 * time.Millisecond):
+		}
+		busiest := "replica-a"
+		_ = f.pool.QueryRow(ctx, `SELECT r FROM river_job, unnest(attempted_by) r
+			WHERE kind = 'run_schedule' GROUP BY r ORDER BY count(*) DESC, r LIMIT 1`).Scan(&busiest)
+		stopCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+		defer stop()
+		if err := clients[busiest].Stop(stopCtx); err != nil {
+			t.Errorf("stop %s: %v", busiest, err)
+		}
+		t.Logf("stopped %s halfway", busiest)
+	})
 	var passes sync.Map
 	for i, d := range []*Deps{a, b, a, b} {
 		wg.Go(func() {
