@@ -31,6 +31,9 @@ func (a *Agent) mgmtHandlers() map[string]handler {
 			}
 			return gl.GuestLogAction(ctx, p)
 		}),
+		protocol.CommandGuestLogRead: commandHandler(func(ctx context.Context, p protocol.GuestLogReadRequest) (any, error) {
+			return a.readGuestLog(ctx, p)
+		}),
 	}
 }
 

@@ -106,6 +106,11 @@ func (a *Agent) pollWait() time.Duration {
 	return time.Duration(lo+rand.IntN(hi-lo+1)) * time.Second
 }
 
+// uncachedResults are the commands whose results are not remembered: they
+// only read, so running one again gives the same answer, and their results
+// are large (a guest log chunk is up to 512 KiB).
+var uncachedResults = map[string]bool{protocol.CommandGuestLogRead: true}
+
 // handle executes cmd, or recalls its result if it already ran, and posts
 // the result.
 func (a *Agent) handle(ctx context.Context, cmd protocol.Command) {
@@ -124,7 +129,9 @@ func (a *Agent) handle(ctx context.Context, cmd protocol.Command) {
 			// one. The lease will expire and the command come back.
 			return
 		}
-		a.results.put(cmd.ID, res)
+		if !uncachedResults[cmd.Name] {
+			a.results.put(cmd.ID, res)
+		}
 	}
 
 	if err := a.postResult(ctx, log, cmd.ID, res); err != nil && ctx.Err() == nil {

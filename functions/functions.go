@@ -166,7 +166,8 @@ func (d *Deps) authenticate(next http.Handler) http.Handler {
 			openapi.WriteFault(w, openapi.Errorf(http.StatusServiceUnavailable, "Authentication is unavailable, try again."))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+		ctx := auth.WithPrincipal(r.Context(), p)
+		next.ServeHTTP(w, r.WithContext(auth.WithToken(ctx, r.Header.Get("X-Auth-Token"))))
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/google/uuid"
+	"github.com/gophercloud/gophercloud/v2"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/coffer-dbaas/coffer/agent/protocol"
@@ -26,10 +27,7 @@ import (
 // the last report, as for databases and users). The status follows
 // Trove's guest_log rules (guestLogView).
 //
-// Publishing the unread part of a log to object storage is not
-// implemented (501), so nothing is ever published: a discard has nothing
-// to remove, and `log tail` / `log save`, which read published logs from
-// Swift, have nothing to read.
+// Publish and discard act in the caller's Swift (guest_log_publish.go).
 
 func init() { register(GuestLogs) }
 
@@ -71,9 +69,12 @@ func GuestLogs(api huma.API, deps *Deps) {
 		Summary: "Show, enable or disable a guest log",
 		Description: "With only `name`: the log. `enable: 1` / `disable: 1` turn a USER log on or off (PostgreSQL's `general`: " +
 			"log_statement = 'all' and log_min_duration_statement, applied by a reload); the answer is the log as it will be. " +
-			"`publish: 1` is not supported (501); `discard: 1` removes what was published (nothing is).",
+			"`publish: 1` stores the unpublished lines in the caller's Swift (container `database_logs`, the catalog's object-store " +
+			"in this region, with the caller's token; 501 without Keystone or Swift), and enables a disabled USER log unless `disable: 1` " +
+			"is given; `discard: 1` removes what was published.",
 		Tags: tags, Security: tokenSecurity, DefaultStatus: http.StatusOK,
-		Errors:       []int{http.StatusBadRequest, http.StatusNotFound, http.StatusUnprocessableEntity, http.StatusNotImplemented},
+		Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity,
+			http.StatusNotImplemented, http.StatusServiceUnavailable},
 		MaxBodyBytes: 16 << 10,
 	}, deps.guestLogAction)
 }
@@ -170,9 +171,13 @@ func (d *Deps) listGuestLogs(ctx context.Context, in *instanceInput) (*guestLogs
 	if err != nil {
 		return nil, d.internal(ctx, "list guest logs", err)
 	}
+	pubs, err := q.ListGuestLogPublications(ctx, id)
+	if err != nil {
+		return nil, d.internal(ctx, "list guest logs", err)
+	}
 	out := &guestLogsOutput{}
 	out.Body.Logs = []openapi.GuestLog{}
-	for _, l := range guestLogState(r.Instance, r.DatastoreManager, open) {
+	for _, l := range withPublished(guestLogState(r.Instance, r.DatastoreManager, open), pubs) {
 		out.Body.Logs = append(out.Body.Logs, guestLogView(r.Instance, r.DatastoreManager, l))
 	}
 	return out, nil
@@ -183,52 +188,93 @@ func (d *Deps) guestLogAction(ctx context.Context, in *guestLogInput) (*guestLog
 	if a.Enable == 1 && a.Disable == 1 {
 		return nil, openapi.BadRequest("Cannot enable and disable log '%s' at once.", a.Name)
 	}
-	out := &guestLogOutput{}
-	err := d.withInstance(ctx, in.TenantID, in.InstanceID, func(_ pgx.Tx, q *store.Queries, inst store.Instance) error {
+	// Publish and discard need the caller's Swift: without one nothing
+	// is done (501).
+	var sc *gophercloud.ServiceClient
+	if a.Publish == 1 || a.Discard == 1 {
+		var err error
+		if sc, err = d.userSwift(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var inst store.Instance
+	var manager string
+	var log protocol.GuestLog
+	err := d.withInstance(ctx, in.TenantID, in.InstanceID, func(_ pgx.Tx, q *store.Queries, i store.Instance) error {
+		inst = i
 		r, err := q.GetInstance(ctx, store.GetInstanceParams{ID: inst.ID, ProjectID: inst.ProjectID})
 		if err != nil {
 			return fmt.Errorf("guest log: %w", err)
 		}
+		manager = r.DatastoreManager
 		open, err := q.ListOpenAccountCommands(ctx, store.ListOpenAccountCommandsParams{InstanceID: inst.ID, Names: guestLogCommands})
 		if err != nil {
 			return fmt.Errorf("guest log: %w", err)
 		}
-		logs := guestLogState(inst, r.DatastoreManager, open)
-		var log *protocol.GuestLog
-		for i := range logs {
-			if logs[i].Name == a.Name {
-				log = &logs[i]
+		found := false
+		for _, l := range guestLogState(inst, manager, open) {
+			if l.Name == a.Name {
+				log, found = l, true
 			}
 		}
-		if log == nil {
+		if !found {
 			return openapi.NotFound("Log '%s' is not available on instance %s.", a.Name, inst.ID)
 		}
-		switch {
-		case a.Publish == 1:
-			return openapi.Errorf(http.StatusNotImplemented, "Publishing guest logs is not supported by this Coffer deployment yet.")
-		case (a.Enable == 1 || a.Disable == 1) && log.Type != protocol.GuestLogUser:
+		if (a.Enable == 1 || a.Disable == 1) && log.Type != protocol.GuestLogUser {
 			return openapi.BadRequest("Log '%s' is a %s log: it cannot be enabled or disabled.", a.Name, log.Type)
 		}
-		if a.Enable == 1 || a.Disable == 1 {
+		// Publishing a disabled USER log enables it (Trove), unless the
+		// same request disables it.
+		enable := a.Enable == 1 || (a.Publish == 1 && a.Disable != 1 && log.Type == protocol.GuestLogUser && !log.Enabled)
+		if enable || a.Disable == 1 || a.Publish == 1 {
+			// Each needs the agent: a reload, or reading the log.
 			if f := actionable(inst); f != nil {
 				return f
 			}
+		}
+		if enable || a.Disable == 1 {
 			if _, err := queueCommand(ctx, q, inst.ID, protocol.CommandGuestLogAction,
-				protocol.GuestLogActionRequest{Name: a.Name, Enable: a.Enable == 1, Disable: a.Disable == 1}, guestLogLeaseSeconds); err != nil {
+				protocol.GuestLogActionRequest{Name: a.Name, Enable: enable, Disable: a.Disable == 1}, guestLogLeaseSeconds); err != nil {
 				return err
 			}
-			log.Enabled = a.Enable == 1
+			log.Enabled = enable
 			if err := jobs.InsertEvent(ctx, q, inst.ProjectID, "instance.log_changed", inst.ID,
 				map[string]any{"log": a.Name, "enabled": log.Enabled}); err != nil {
 				return err
 			}
 		}
-		// discard: nothing was published, so nothing to remove.
-		out.Body.Log = guestLogView(inst, r.DatastoreManager, *log)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	// Publish and discard talk to the agent and to Swift, outside the
+	// instance's transaction; each records its progress itself. Both:
+	// discard, then publish afresh (Trove's order).
+	if a.Discard == 1 {
+		if err := d.discardGuestLog(ctx, sc, inst, manager, log); err != nil {
+			return nil, err
+		}
+	}
+	if a.Publish == 1 {
+		if _, err := d.publishGuestLog(ctx, sc, inst, manager, log); err != nil {
+			return nil, err
+		}
+	}
+	pubs, err := d.queries().ListGuestLogPublications(ctx, inst.ID)
+	if err != nil {
+		return nil, d.internal(ctx, "guest log", err)
+	}
+	if a.Publish == 1 {
+		// The size the agent reported last may predate what was just
+		// published.
+		for _, p := range pubs {
+			if p.Name == log.Name {
+				log.Size = max(log.Size, p.Published)
+			}
+		}
+	}
+	out := &guestLogOutput{}
+	out.Body.Log = guestLogView(inst, manager, withPublished([]protocol.GuestLog{log}, pubs)[0])
 	return out, nil
 }

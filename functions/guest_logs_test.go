@@ -67,8 +67,11 @@ func TestGuestLogs(t *testing.T) {
 			t.Errorf("%s of A's log by B: %d %v", method, code, body)
 		}
 	}
-	// discard: nothing was published, nothing to do.
-	is("discard", action(`{"name": "general", "discard": 1}`, 200), "Disabled", 4096)
+	// Without Keystone there is no Swift of the caller's to publish into
+	// or discard from (Trove without a Swift endpoint): 501, and the
+	// publish did not enable the log either.
+	fault(t, action(`{"name": "general", "discard": 1}`, 501), "notImplemented", 501)
+	is("after publish and discard", action(`{"name": "general"}`, 200), "Disabled", 4096)
 	f.unchanged(t, before, "refused log actions")
 
 	// enable: the agent's command, and the log as it will be.

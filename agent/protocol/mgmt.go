@@ -13,7 +13,34 @@ const (
 	// CommandGuestLogAction enables or disables a guest log
 	// (GuestLogActionRequest); Output: GuestLog.
 	CommandGuestLogAction = "guest_log_action"
+	// CommandGuestLogRead returns a piece of a guest log's file
+	// (GuestLogReadRequest); Output: GuestLogChunk. The control plane
+	// publishes a log by reading it piece by piece: the guest never holds
+	// the object store's credentials.
+	CommandGuestLogRead = "guest_log_read"
 )
+
+// GuestLogReadMax bounds GuestLogReadRequest.Max: a chunk travels base64
+// encoded in a command result, which the agent API takes up to 1 MiB.
+const GuestLogReadMax = 512 << 10
+
+// GuestLogReadRequest asks for the complete lines of a log's file from
+// Offset, at most Max bytes (a single line longer than Max comes in
+// pieces).
+type GuestLogReadRequest struct {
+	Name   string `json:"name"`
+	Offset int64  `json:"offset"`
+	Max    int    `json:"max"`
+}
+
+// GuestLogChunk is a piece of a log's file: Data starts at Offset. Size
+// is the file's size when it was read; a Size below the Offset asked for
+// means the file was truncated or replaced since (Data is then empty).
+type GuestLogChunk struct {
+	Offset int64  `json:"offset"`
+	Data   []byte `json:"data"`
+	Size   int64  `json:"size"`
+}
 
 // RebuildRequest records which image the server was rebuilt from.
 type RebuildRequest struct {

@@ -169,6 +169,14 @@ type Flavor struct {
 	Hidden    bool
 }
 
+type GuestLogPublication struct {
+	InstanceID      uuid.UUID
+	Name            string
+	Published       int64
+	PublishingUntil *time.Time
+	UpdatedAt       time.Time
+}
+
 type Instance struct {
 	ID                 uuid.UUID
 	ProjectID          string

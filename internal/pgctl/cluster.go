@@ -59,6 +59,10 @@ type Cluster struct {
 	SuperPassword   string // its password; auth is scram-sha-256 for local and host connections
 	RunAs           string // OS user running initdb/postgres; "" → "postgres" when root, else the current user
 	LogFile         string // server log; "" → <DataDir>/../postgres.log
+	// SessionOptions are run-time settings for ConnString's sessions
+	// (libpq's options, e.g. "-c log_statement=none"); superuser-only
+	// settings need SuperUser to be a superuser.
+	SessionOptions string
 }
 
 // resolved is a Cluster with its defaults applied and paths made absolute.
@@ -522,8 +526,12 @@ func (c *Cluster) ConnString(database string) string {
 	if port == 0 {
 		port = DefaultPort
 	}
-	return fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=%s sslmode=disable",
+	s := fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=%s sslmode=disable",
 		quoteDSN(host), port, quoteDSN(c.SuperUser), quoteDSN(c.SuperPassword), quoteDSN(database))
+	if c.SessionOptions != "" {
+		s += " options=" + quoteDSN(c.SessionOptions)
+	}
+	return s
 }
 
 // quoteDSN quotes a keyword/value connection string value: single quotes,

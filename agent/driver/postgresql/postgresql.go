@@ -131,6 +131,11 @@ func (d *Driver) cluster(password string) *pgctl.Cluster {
 		SuperPassword:   password,
 		RunAs:           d.cfg.RunAsUser, // "" → pgctl's rule: postgres when root, else us
 		LogFile:         filepath.Join(d.dataDir, logName),
+		// The agent's own statements (health checks, inventory, every
+		// heartbeat) stay out of the server log, which is the user's
+		// `general` statement log: it is the user's activity that log is
+		// for, and publishing it must not chase what reading it writes.
+		SessionOptions: "-c log_statement=none -c log_min_duration_statement=-1",
 	}
 }
 
