@@ -30,16 +30,16 @@ import (
 	"github.com/coffer-dbaas/coffer/internal/objectstoretest"
 )
 
-// backupPrefix is a loopback /16 of 127.160-169 (this file's range) that
+// backupPrefix is a loopback /16 of 127.150-164 (this file's range) that
 // no other all-in-one of this process uses.
 func backupPrefix(t *testing.T) string {
 	t.Helper()
-	for n := 160; n <= 169; n++ {
+	for n := 150; n <= 164; n++ {
 		if _, taken := takenPrefixes.LoadOrStore(n, true); !taken {
 			return fmt.Sprintf("127.%d", n)
 		}
 	}
-	t.Fatal("no free loopback /16 in 127.160-169")
+	t.Fatal("no free loopback /16 in 127.150-164")
 	return ""
 }
 
