@@ -25,6 +25,7 @@ func (a *Agent) defaultHandlers() map[string]handler {
 	maps.Copy(h, a.moduleHandlers())
 	h[protocol.CommandPrepare] = a.prepare
 	h[protocol.CommandBackup] = commandHandler(a.backup)
+	h[protocol.CommandPruneWAL] = commandHandler(a.pruneWAL)
 	return h
 }
 

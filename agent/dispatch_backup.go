@@ -203,3 +203,17 @@ func (l *layerReader) Read(p []byte) (int, error) {
 }
 
 func (l *layerReader) Close() error { return l.rc.Close() }
+
+// pruneWAL runs CommandPruneWAL. A datastore without a WAL archive has
+// nothing to prune.
+func (a *Agent) pruneWAL(ctx context.Context, p protocol.PruneWALRequest) (any, error) {
+	pr, ok := a.drv.(driver.WALPruner)
+	if !ok {
+		return protocol.PruneWALResult{}, nil
+	}
+	n, err := pr.PruneWAL(ctx, p.Keep)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.PruneWALResult{Removed: n}, nil
+}

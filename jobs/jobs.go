@@ -71,6 +71,9 @@ func Config(deps *Deps, maxWorkers int) *river.Config {
 			river.NewPeriodicJob(river.PeriodicInterval(ComputeRefreshInterval),
 				func() (river.JobArgs, *river.InsertOpts) { return RefreshComputeStatus{}, nil },
 				&river.PeriodicJobOpts{ID: "refresh_compute_status"}),
+			river.NewPeriodicJob(river.PeriodicInterval(WALPruneInterval),
+				func() (river.JobArgs, *river.InsertOpts) { return PruneWALArchives{}, nil },
+				&river.PeriodicJobOpts{ID: "prune_wal_archives"}),
 			schedulePeriodicJob(),
 		},
 		Logger: deps.Logger,
@@ -91,6 +94,7 @@ func Register(workers *river.Workers, deps *Deps) {
 	river.AddWorker(workers, &ResizeInstanceWorker{deps: deps})
 	river.AddWorker(workers, &ApplyAccessWorker{deps: deps})
 	river.AddWorker(workers, &RefreshComputeStatusWorker{deps: deps})
+	river.AddWorker(workers, &PruneWALArchivesWorker{deps: deps})
 	registerMgmtWorkers(workers, deps)
 }
 

@@ -76,6 +76,14 @@ type Backupper interface {
 	Restore(ctx context.Context, req protocol.PrepareRequest, chain []RestoreLayer) error
 }
 
+// WALPruner is a Backupper whose incremental backups read an archive on
+// the volume that only the control plane knows when to shorten.
+type WALPruner interface {
+	// PruneWAL removes what no backup from keep on needs (keep nil: what
+	// was archived before now) and returns how many files it removed.
+	PruneWAL(ctx context.Context, keep *protocol.BackupPoint) (int, error)
+}
+
 // RestoreLayer is one backup of a restore chain. Open returns its plain
 // stream (decrypted, decompressed, every segment's checksum verified as it
 // is read; a mismatch surfaces as a read error).

@@ -30,7 +30,23 @@ const (
 // Command names for backups.
 const (
 	CommandBackup = "backup"
+	// CommandPruneWAL removes what the datastore archived for backups and
+	// no backup needs any more (PruneWALRequest); Output: PruneWALResult.
+	CommandPruneWAL = "prune_wal"
 )
+
+// PruneWALRequest names the oldest point the control plane may still use:
+// the earliest of the instance's backups, which may be restored or become
+// an incremental's parent. Nil: the instance has no backup, and whatever
+// was archived before now is not needed.
+type PruneWALRequest struct {
+	Keep *BackupPoint `json:"keep,omitempty"`
+}
+
+// PruneWALResult is Result.Output of CommandPruneWAL.
+type PruneWALResult struct {
+	Removed int `json:"removed"`
+}
 
 // Backup kinds.
 const (

@@ -26,10 +26,11 @@ import (
 // parent; a restore replays the WAL of a chain onto its full backup
 // (restore.go).
 //
-// The archive grows with every segment the server completes. Nothing is
-// removed automatically: only the control plane knows which backups are
-// still kept and which may still become the parent of an incremental, so
-// it calls PruneWAL with the oldest point it may still use.
+// The archive grows with every segment the server completes. The driver
+// removes nothing on its own: only the control plane knows which backups
+// are still kept and which may still become the parent of an incremental,
+// so it calls PruneWAL (protocol.CommandPruneWAL, periodically) with the
+// oldest point it may still use, or with none when there is no backup.
 
 // archiveDir is the WAL archive's directory within the volume.
 const archiveDir = "wal_archive"
@@ -289,19 +290,34 @@ func unquoteConf(s string) (string, bool) {
 // kept: they are tiny, and recovery reads them to follow timelines. It
 // returns how many files it removed.
 //
+// With keep nil (no backup exists) everything before the server's current
+// segment goes: a later incremental needs a parent, which a full backup
+// taken after this call will be.
+//
 // The driver never calls it itself: an archive pruned too eagerly would
 // silently turn the next incremental into an error.
-func (d *Driver) PruneWAL(ctx context.Context, keep protocol.BackupPoint) (int, error) {
+func (d *Driver) PruneWAL(ctx context.Context, keep *protocol.BackupPoint) (int, error) {
 	defer d.lockBackups()()
 	c, err := d.preparedCluster("prune WAL archive")
 	if err != nil {
 		return 0, err
 	}
-	segSize, err := walSegmentSize(ctx, c)
+	conn, err := pgx.Connect(ctx, c.ConnString("postgres"))
+	if err != nil {
+		return 0, fmt.Errorf("prune WAL archive: connect as %s: %w", AdminUser, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	segSize, err := querySegmentSize(ctx, conn)
 	if err != nil {
 		return 0, fmt.Errorf("prune WAL archive: %w", err)
 	}
-	from, err := parseWALName(keep.StartWAL, segSize)
+	keepWAL := ""
+	if keep != nil {
+		keepWAL = keep.StartWAL
+	} else if err := conn.QueryRow(ctx, "SELECT pg_walfile_name(pg_current_wal_lsn())").Scan(&keepWAL); err != nil {
+		return 0, fmt.Errorf("prune WAL archive: current WAL file: %w", err)
+	}
+	from, err := parseWALName(keepWAL, segSize)
 	if err != nil {
 		return 0, fmt.Errorf("prune WAL archive: keep point: %w", err)
 	}
@@ -325,16 +341,6 @@ func (d *Driver) PruneWAL(ctx context.Context, keep protocol.BackupPoint) (int, 
 		removed++
 	}
 	return removed, nil
-}
-
-// walSegmentSize asks the server for its WAL segment size (set by initdb).
-func walSegmentSize(ctx context.Context, c *pgctl.Cluster) (uint64, error) {
-	conn, err := pgx.Connect(ctx, c.ConnString("postgres"))
-	if err != nil {
-		return 0, fmt.Errorf("connect as %s: %w", AdminUser, err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	return querySegmentSize(ctx, conn)
 }
 
 func querySegmentSize(ctx context.Context, conn *pgx.Conn) (uint64, error) {

@@ -212,7 +212,7 @@ func TestBackupChainRestoresExactly(t *testing.T) {
 	if _, err := src.Backup(ctx, protocol.BackupIncremental, &inc2, io.Discard); err != nil {
 		t.Fatalf("incremental on incremental 2 before pruning: %v", err)
 	}
-	n, err = src.PruneWAL(ctx, inc2)
+	n, err = src.PruneWAL(ctx, &inc2)
 	if err != nil {
 		t.Fatalf("PruneWAL: %v", err)
 	}
@@ -224,6 +224,22 @@ func TestBackupChainRestoresExactly(t *testing.T) {
 	}
 	if _, err := src.Backup(ctx, protocol.BackupIncremental, &full, io.Discard); err == nil || !strings.Contains(err.Error(), "not in the archive") {
 		t.Errorf("incremental on a pruned point: %v, want a WAL segment missing from the archive", err)
+	}
+
+	// No backup left to keep (nil): everything archived before now goes,
+	// and the next full backup starts a chain that works.
+	if n, err := src.PruneWAL(ctx, nil); err != nil || n == 0 {
+		t.Errorf("PruneWAL(nil) = %d, %v; want files removed", n, err)
+	}
+	if _, err := src.Backup(ctx, protocol.BackupIncremental, &inc2, io.Discard); err == nil || !strings.Contains(err.Error(), "not in the archive") {
+		t.Errorf("incremental on a point pruned by PruneWAL(nil): %v, want a WAL segment missing from the archive", err)
+	}
+	fresh, err := src.Backup(ctx, protocol.BackupFull, nil, io.Discard)
+	if err != nil {
+		t.Fatalf("full backup after PruneWAL(nil): %v", err)
+	}
+	if _, err := src.Backup(ctx, protocol.BackupIncremental, &fresh, io.Discard); err != nil {
+		t.Errorf("incremental on a full backup taken after PruneWAL(nil): %v", err)
 	}
 }
 
