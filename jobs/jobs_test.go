@@ -318,6 +318,28 @@ func TestWatchInstances(t *testing.T) {
 	if _, err := f.pool.Exec(ctx, "UPDATE instance SET service_status = 'healthy', heartbeat_at = now() WHERE id = $1", fresh); err != nil {
 		t.Fatal(err)
 	}
+	// Restoring builds get the build timeout (a minute here) plus their
+	// chain's plain size at restoreFloorRate: 1 GiB and its 512 MiB child
+	// allow 153 s more, so 2 minutes is not late, 5 minutes is.
+	full, inc := uuid.New(), uuid.New()
+	for _, b := range []struct {
+		id     uuid.UUID
+		parent any
+		bytes  int64
+	}{{full, nil, 1 << 30}, {inc, full, 512 << 20}} {
+		if _, err := f.pool.Exec(ctx, `INSERT INTO backup (id, project_id, datastore_version_id, parent_id, name, status, location, prefix,
+			key_id, wrapped_key, segment_size, bytes_done)
+			SELECT $1, 'p1', id, $2, 'b', 'COMPLETED', 'file', 'x', gen_random_uuid(), '\x00', 1, $3 FROM datastore_version LIMIT 1`, b.id, b.parent, b.bytes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restoring := f.newInstance(t, "BUILDING")
+	lateRestore := f.newInstance(t, "BUILDING")
+	for id, age := range map[uuid.UUID]string{restoring: "2 minutes", lateRestore: "5 minutes"} {
+		if _, err := f.pool.Exec(ctx, "UPDATE instance SET created_at = now() - $2::interval, restore_backup_id = $3 WHERE id = $1", id, age, inc); err != nil {
+			t.Fatal(err)
+		}
+	}
 	w := &WatchInstancesWorker{deps: f.deps}
 	for range 2 { // the second tick finds nothing new
 		if err := w.Work(ctx, job(WatchInstances{}, 1)); err != nil {
@@ -329,6 +351,12 @@ func TestWatchInstances(t *testing.T) {
 	}
 	if inst := f.instance(t, young); inst.Task != "BUILDING" {
 		t.Errorf("young build: %s", inst.Task)
+	}
+	if inst := f.instance(t, restoring); inst.Task != "BUILDING" {
+		t.Errorf("restoring build within its allowance: %s %s", inst.Task, inst.FaultMessage)
+	}
+	if inst := f.instance(t, lateRestore); inst.Task != "ERROR_GUEST_TIMEOUT" || !strings.Contains(inst.FaultMessage, "within 3m33s") {
+		t.Errorf("late restoring build: %s %q, want the timeout with its allowance (3m33s)", inst.Task, inst.FaultMessage)
 	}
 	if inst := f.instance(t, quiet); inst.ServiceStatus != "guestagent error" {
 		t.Errorf("quiet instance: %s", inst.ServiceStatus)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
@@ -46,6 +47,16 @@ func (w *WatchInstancesWorker) Work(ctx context.Context, job *river.Job[WatchIns
 		return fmt.Errorf("watch instances: list stuck builds: %w", err)
 	}
 	for _, s := range stuck {
+		limit := timeout
+		if s.RestoreBackupID.Valid {
+			extra, err := restoreAllowance(ctx, q, s.RestoreBackupID.UUID)
+			if err != nil {
+				return fmt.Errorf("watch instances: %s: %w", s.ID, err)
+			}
+			if limit += extra; now.Sub(s.CreatedAt) < limit {
+				continue
+			}
+		}
 		err := w.deps.inTx(ctx, func(tx pgx.Tx, q *store.Queries) error {
 			inst, err := q.LockInstance(ctx, s.ID)
 			if err != nil || inst.Task != status.TaskBuilding || inst.DeletedAt != nil {
@@ -53,7 +64,7 @@ func (w *WatchInstancesWorker) Work(ctx context.Context, job *river.Job[WatchIns
 			}
 			if err := q.SetInstanceFault(ctx, store.SetInstanceFaultParams{
 				ID: s.ID, Task: status.TaskErrorGuestTimeout,
-				FaultMessage: fmt.Sprintf("The guest agent did not finish preparing the instance within %s.", timeout),
+				FaultMessage: fmt.Sprintf("The guest agent did not finish preparing the instance within %s.", limit.Round(time.Second)),
 			}); err != nil {
 				return err
 			}
@@ -79,4 +90,25 @@ func (w *WatchInstancesWorker) Work(ctx context.Context, job *river.Job[WatchIns
 		}
 	}
 	return nil
+}
+
+// restoreFloorRate is the slowest restore the build watchdog waits for, in
+// bytes of the backups' plain streams per second: a restore is download,
+// decryption, decompression and WAL replay, measured at 250 MB/s and more
+// (BenchmarkBackupPipelines), so a tenth of a guest's disk speed is a
+// generous floor that still catches a guest that stopped.
+const restoreFloorRate = 10 << 20
+
+// restoreAllowance is the time a build restoring backup id gets beyond the
+// build timeout: its chain's plain size at restoreFloorRate.
+func restoreAllowance(ctx context.Context, q *store.Queries, id uuid.UUID) (time.Duration, error) {
+	chain, err := q.BackupChain(ctx, id)
+	if err != nil {
+		return 0, fmt.Errorf("restore chain of %s: %w", id, err)
+	}
+	var bytes int64
+	for _, b := range chain {
+		bytes += max(b.Backup.BytesDone, b.Backup.EstimatedBytes, b.Backup.StoredBytes)
+	}
+	return time.Duration(bytes/restoreFloorRate) * time.Second, nil
 }

@@ -84,8 +84,9 @@ SET deleted_at = now(), task = 'NONE', compute_status = 'SHUTDOWN', service_stat
 WHERE id = $1 AND deleted_at IS NULL;
 
 -- name: ListStuckBuilds :many
--- Instances still building after the deadline: the guest never reported.
-SELECT id, project_id FROM instance
+-- Instances still building after the deadline: the guest never reported
+-- (or, restoring a backup, may still be at it: see jobs/watch.go).
+SELECT id, project_id, created_at, restore_backup_id FROM instance
 WHERE deleted_at IS NULL AND task = 'BUILDING' AND created_at < @deadline::timestamptz;
 
 -- name: ListStaleHeartbeats :many

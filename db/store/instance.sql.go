@@ -396,16 +396,19 @@ func (q *Queries) ListStaleHeartbeats(ctx context.Context, deadline time.Time) (
 }
 
 const listStuckBuilds = `-- name: ListStuckBuilds :many
-SELECT id, project_id FROM instance
+SELECT id, project_id, created_at, restore_backup_id FROM instance
 WHERE deleted_at IS NULL AND task = 'BUILDING' AND created_at < $1::timestamptz
 `
 
 type ListStuckBuildsRow struct {
-	ID        uuid.UUID
-	ProjectID string
+	ID              uuid.UUID
+	ProjectID       string
+	CreatedAt       time.Time
+	RestoreBackupID uuid.NullUUID
 }
 
-// Instances still building after the deadline: the guest never reported.
+// Instances still building after the deadline: the guest never reported
+// (or, restoring a backup, may still be at it: see jobs/watch.go).
 func (q *Queries) ListStuckBuilds(ctx context.Context, deadline time.Time) ([]ListStuckBuildsRow, error) {
 	rows, err := q.db.Query(ctx, listStuckBuilds, deadline)
 	if err != nil {
@@ -415,7 +418,12 @@ func (q *Queries) ListStuckBuilds(ctx context.Context, deadline time.Time) ([]Li
 	items := []ListStuckBuildsRow{}
 	for rows.Next() {
 		var i ListStuckBuildsRow
-		if err := rows.Scan(&i.ID, &i.ProjectID); err != nil {
+		if err := rows.Scan(
+			&i.ID,
+			&i.ProjectID,
+			&i.CreatedAt,
+			&i.RestoreBackupID,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
