@@ -1,6 +1,7 @@
 package functions_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -16,6 +17,7 @@ import (
 	"github.com/coffer-dbaas/coffer/db/store"
 	"github.com/coffer-dbaas/coffer/internal/backupkey"
 	"github.com/coffer-dbaas/coffer/internal/objectstore"
+	"github.com/coffer-dbaas/coffer/jobs"
 )
 
 // The generic tests (isolation, bad input, operation tables) cover the
@@ -98,6 +100,13 @@ func (f *apiFixture) completedBackup(t testing.TB, instance, parent string) uuid
 	f.acctExec(t, `UPDATE backup SET status = 'COMPLETED', completed_at = now(), point = '{"end_lsn": "0/3000100", "timeline": 1}',
 		segment_count = 1, stored_bytes = 1000, bytes_done = 5000 WHERE id = $1`, id)
 	f.acctExec(t, `INSERT INTO backup_segment (backup_id, index, size, sha256) VALUES ($1, 0, 1000, $2)`, id, strings.Repeat("ab", 32))
+	// The segment's object, which a restore looks for.
+	if err := f.files.EnsureContainer(ctx, "database_backups"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.files.Put(ctx, "database_backups", jobs.SegmentKey(id.String(), 0), bytes.NewReader(make([]byte, 1000)), 1000); err != nil {
+		t.Fatal(err)
+	}
 	return id
 }
 
@@ -522,6 +531,17 @@ func TestRestoreFromBackup(t *testing.T) {
 		t.Fatal(code, body)
 	}
 	bBackup := f.completedBackup(t, body["instance"].(map[string]any)["id"].(string), "")
+	// Files lost behind Coffer's back: one removed, one cut short, and a
+	// chain whose parent's file is gone.
+	gone := f.completedBackup(t, inst, "")
+	if err := f.files.Delete(context.Background(), "database_backups", jobs.SegmentKey(gone.String(), 0)); err != nil {
+		t.Fatal(err)
+	}
+	short := f.completedBackup(t, inst, "")
+	if err := f.files.Put(context.Background(), "database_backups", jobs.SegmentKey(short.String(), 0), strings.NewReader("cut"), 3); err != nil {
+		t.Fatal(err)
+	}
+	orphan := f.completedBackup(t, inst, gone.String())
 	before := f.snapshot(t)
 	for _, c := range []struct {
 		what, extra, name string
@@ -534,6 +554,9 @@ func TestRestoreFromBackup(t *testing.T) {
 		{"extra key", `"restorePoint": {"backupRef": "` + full.String() + `", "x": 1}`, "badRequest", 400},
 		{"failed backup", `"restorePoint": {"backupRef": "` + failed.String() + `"}`, "conflict", 409},
 		{"too large", `"restorePoint": {"backupRef": "` + big.String() + `"}`, "forbidden", 403},
+		{"file gone", `"restorePoint": {"backupRef": "` + gone.String() + `"}`, "itemNotFound", 404},
+		{"file cut short", `"restorePoint": {"backupRef": "` + short.String() + `"}`, "itemNotFound", 404},
+		{"parent's file gone", `"restorePoint": {"backupRef": "` + orphan.String() + `"}`, "itemNotFound", 404},
 		{"other version", `"restorePoint": {"backupRef": "` + full.String() + `"}, "datastore": {"type": "postgresql", "version": "nosuch"}`, "badRequest", 400},
 	} {
 		code, body := create(c.extra)
@@ -541,7 +564,9 @@ func TestRestoreFromBackup(t *testing.T) {
 			t.Errorf("%s: %d %v, want %d", c.what, code, body, c.code)
 			continue
 		}
-		fault(t, body, c.name, c.code)
+		if msg := fault(t, body, c.name, c.code); strings.HasPrefix(c.what, "file") && !strings.Contains(msg, "Backup file in file was not found") {
+			t.Errorf("%s: %q", c.what, msg)
+		}
 	}
 	f.unchanged(t, before, "refused restores")
 

@@ -12,6 +12,7 @@ package functions
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 	"github.com/coffer-dbaas/coffer/db/store"
+	"github.com/coffer-dbaas/coffer/internal/objectstore"
 	"github.com/coffer-dbaas/coffer/jobs"
 	"github.com/coffer-dbaas/coffer/openapi"
 )
@@ -72,7 +74,46 @@ func (d *Deps) restoreBackup(ctx context.Context, q *store.Queries, tenant strin
 		}
 		src.chain = append(src.chain, link)
 	}
+	for _, link := range src.chain {
+		if err := d.checkBackupFiles(ctx, q, link); err != nil {
+			return nil, err
+		}
+	}
 	return src, nil
+}
+
+// checkBackupFiles makes sure every segment recorded for a backup is in its
+// store with its size (one listing per backup), so that a restore from
+// files lost or removed behind Coffer's back fails here, as Trove's
+// BackupFileNotFound (404), and not as an instance in ERROR later.
+// Contents are checked by the agent, segment by segment, as it restores.
+func (d *Deps) checkBackupFiles(ctx context.Context, q *store.Queries, b store.Backup) error {
+	st := d.Store
+	if l, ok := d.Locations.Get(b.Location); ok {
+		st = l.Store
+	}
+	segs, err := q.ListBackupSegments(ctx, b.ID)
+	if err != nil {
+		return d.internal(ctx, "restore: segments", err)
+	}
+	objs, err := st.List(ctx, b.Container, b.Prefix+"/")
+	if errors.Is(err, objectstore.ErrNotFound) {
+		objs, err = nil, nil // the container is gone: so are the files
+	}
+	if err != nil {
+		d.Logger.ErrorContext(ctx, "restore: list backup files", "backup_id", b.ID, "location", b.Location, "err", err)
+		return openapi.Errorf(http.StatusServiceUnavailable, "The storage of backup %s (%s) cannot be reached; try again.", b.ID, b.Location)
+	}
+	size := make(map[string]int64, len(objs))
+	for _, o := range objs {
+		size[o.Key] = o.Size
+	}
+	for _, s := range segs {
+		if got, ok := size[jobs.SegmentKey(b.Prefix, int(s.Index))]; !ok || got != s.Size {
+			return openapi.NotFound("Backup file in %s was not found in the object storage (backup %s, segment %d).", b.Location, b.ID, s.Index)
+		}
+	}
+	return nil
 }
 
 // usableLink checks one backup of a restore chain.
