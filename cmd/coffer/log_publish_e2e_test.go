@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/endpoints"
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/services"
 	"github.com/gophercloud/gophercloud/v2/openstack/objectstorage/v1/objects"
 
 	"github.com/coffer-dbaas/coffer/internal/objectstoretest"
@@ -34,7 +32,7 @@ func publishGuestLogs(t *testing.T, c *keystoneCoffer, swift *objectstoretest.Se
 	t.Helper()
 	member, alt := c.demo, c.alt
 	storage := swift.Env["SWIFT_KEYSTONE_STORAGE_URL"]
-	registerObjectStoreEndpoint(t, c, storage+"$(project_id)s")
+	registerRegionEndpoint(t, c, "object-store", "swift", storage+"$(project_id)s")
 	prefix := id + "/postgresql-general/"
 
 	// Statements to find again; the log ends with the last one.
@@ -169,58 +167,4 @@ func publishGuestLogs(t *testing.T, c *keystoneCoffer, swift *objectstoretest.Se
 	if _, err := objects.Get(context.Background(), sc, "database_logs", id+"/postgresql-general_metafile", nil).Extract(); !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
 		t.Errorf("metafile after discard: %v", err)
 	}
-}
-
-// registerObjectStoreEndpoint adds the catalog's object-store service (if
-// the process's Keystone has none yet) and a public endpoint in the
-// all-in-one's region; the endpoint is removed in t.Cleanup.
-func registerObjectStoreEndpoint(t *testing.T, cl *keystoneCoffer, url string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	admin := cl.ks.AdminClient(t)
-	retry := func(what string, fn func() error) {
-		t.Helper()
-		var err error
-		for i := 0; i < 5; i++ {
-			if err = fn(); err == nil {
-				return
-			}
-			time.Sleep(time.Duration(i+1) * 500 * time.Millisecond)
-		}
-		t.Fatalf("keystone: %s: %v", what, err)
-	}
-	var serviceID string
-	retry("find or create the object-store service", func() error {
-		pages, err := services.List(admin, services.ListOpts{ServiceType: "object-store"}).AllPages(ctx)
-		if err != nil {
-			return err
-		}
-		found, err := services.ExtractServices(pages)
-		if err != nil {
-			return err
-		}
-		if len(found) > 0 {
-			serviceID = found[0].ID
-			return nil
-		}
-		s, err := services.Create(ctx, admin, services.CreateOpts{Type: "object-store", Name: "swift"}).Extract()
-		if err == nil {
-			serviceID = s.ID
-		}
-		return err
-	})
-	var ep *endpoints.Endpoint
-	retry("create object-store endpoint", func() (err error) {
-		ep, err = endpoints.Create(ctx, admin, endpoints.CreateOpts{Availability: gophercloud.AvailabilityPublic,
-			Region: cl.region, URL: url, ServiceID: serviceID}).Extract()
-		return err
-	})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := endpoints.Delete(ctx, admin, ep.ID).ExtractErr(); err != nil {
-			t.Logf("keystone: delete object-store endpoint: %v", err)
-		}
-	})
 }

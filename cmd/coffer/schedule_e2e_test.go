@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -9,9 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/endpoints"
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/services"
 
 	"github.com/coffer-dbaas/coffer/internal/keystonetest"
 )
@@ -39,49 +35,11 @@ func schedulePrefix(t *testing.T) string {
 
 // registerWorkflowEndpoint adds the catalog's `workflowv2` service (named
 // mistral) with a public endpoint in the all-in-one's region pointing at
-// its /v2; both are removed in t.Cleanup (before the region goes).
-// mistralclient looks the type up without a region, so this process's
-// Keystone must have one such endpoint only: this test's.
+// its /v2. mistralclient looks the type up without a region, so this
+// process's Keystone must have one such endpoint only: this test's.
 func registerWorkflowEndpoint(t *testing.T, cl *keystoneCoffer) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	admin := cl.ks.AdminClient(t)
-	// Keystone's sqlite takes one writer at a time; other tests write the
-	// catalog too.
-	retry := func(what string, fn func() error) {
-		t.Helper()
-		var err error
-		for i := 0; i < 5; i++ {
-			if err = fn(); err == nil {
-				return
-			}
-			time.Sleep(time.Duration(i+1) * 500 * time.Millisecond)
-		}
-		t.Fatalf("keystone: %s: %v", what, err)
-	}
-	var svc *services.Service
-	retry("create workflowv2 service", func() (err error) {
-		svc, err = services.Create(ctx, admin, services.CreateOpts{Type: "workflowv2", Name: "mistral",
-			Extra: map[string]any{"description": "Coffer's Mistral v2 subset (backup schedules)"}}).Extract()
-		return err
-	})
-	var ep *endpoints.Endpoint
-	retry("create workflowv2 endpoint", func() (err error) {
-		ep, err = endpoints.Create(ctx, admin, endpoints.CreateOpts{Availability: gophercloud.AvailabilityPublic,
-			Region: cl.region, URL: cl.url + "/v2", ServiceID: svc.ID}).Extract()
-		return err
-	})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := endpoints.Delete(ctx, admin, ep.ID).ExtractErr(); err != nil {
-			t.Logf("keystone: delete workflowv2 endpoint: %v", err)
-		}
-		if err := services.Delete(ctx, admin, svc.ID).ExtractErr(); err != nil {
-			t.Logf("keystone: delete workflowv2 service: %v", err)
-		}
-	})
+	registerRegionEndpoint(t, cl, "workflowv2", "mistral", cl.url+"/v2")
 }
 
 // troveSched runs the trove CLI as u with the client fix (fixDir "":
