@@ -88,13 +88,16 @@ type BackupSettings struct {
 	WatchEvery time.Duration
 	// GrantTTL is how long a segment grant (signed URL) is valid.
 	GrantTTL time.Duration
+	// WALPruneEvery is how often the instances' WAL archives are trimmed
+	// (PruneWALArchives).
+	WALPruneEvery time.Duration
 }
 
 // DefaultBackupSettings are used for whatever SetBackupSettings leaves zero.
 var DefaultBackupSettings = BackupSettings{
 	Location: "file", Container: "database_backups", SegmentSize: 64 << 20, Parallel: 4,
 	MaxDuration: 12 * time.Hour, StallTimeout: 10 * time.Minute, WatchEvery: 15 * time.Second,
-	GrantTTL: 15 * time.Minute,
+	GrantTTL: 15 * time.Minute, WALPruneEvery: 15 * time.Minute,
 }
 
 var backupSettings atomic.Pointer[BackupSettings]
@@ -125,6 +128,9 @@ func SetBackupSettings(s BackupSettings) {
 	}
 	if s.GrantTTL <= 0 {
 		s.GrantTTL = d.GrantTTL
+	}
+	if s.WALPruneEvery <= 0 {
+		s.WALPruneEvery = d.WALPruneEvery
 	}
 	backupSettings.Store(&s)
 }

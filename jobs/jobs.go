@@ -71,7 +71,7 @@ func Config(deps *Deps, maxWorkers int) *river.Config {
 			river.NewPeriodicJob(river.PeriodicInterval(ComputeRefreshInterval),
 				func() (river.JobArgs, *river.InsertOpts) { return RefreshComputeStatus{}, nil },
 				&river.PeriodicJobOpts{ID: "refresh_compute_status"}),
-			river.NewPeriodicJob(river.PeriodicInterval(WALPruneInterval),
+			river.NewPeriodicJob(river.PeriodicInterval(Backups().WALPruneEvery),
 				func() (river.JobArgs, *river.InsertOpts) { return PruneWALArchives{}, nil },
 				&river.PeriodicJobOpts{ID: "prune_wal_archives"}),
 			schedulePeriodicJob(),

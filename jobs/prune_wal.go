@@ -35,11 +35,8 @@ func (PruneWALArchives) Kind() string { return "prune_wal_archives" }
 
 func (PruneWALArchives) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: Queue, MaxAttempts: 1,
-		UniqueOpts: river.UniqueOpts{ByPeriod: WALPruneInterval / 2}}
+		UniqueOpts: river.UniqueOpts{ByPeriod: Backups().WALPruneEvery / 2}}
 }
-
-// WALPruneInterval is how often archives are trimmed.
-const WALPruneInterval = 15 * time.Minute
 
 // walPruneLease bounds one prune on the guest (deleting files).
 const walPruneLease = 300

@@ -22,6 +22,7 @@ import (
 //	COFFER_BACKUP_MAX_DURATION   longest a backup may run (default 12h)
 //	COFFER_BACKUP_STALL_TIMEOUT  a backup with no sign of its agent for this long fails (default 10m)
 //	COFFER_BACKUP_WATCH_EVERY    how often a running backup is looked at (default 15s)
+//	COFFER_BACKUP_WAL_PRUNE_EVERY how often WAL archives are trimmed to what backups need (default 15m)
 //
 // COFFER_BACKUP_COPY_STORES adds the locations backups may be copied to
 // (objectstore.CopyStoresFromEnv); all are returned in one registry.
@@ -75,7 +76,7 @@ func openBackups(ctx context.Context, dataDir, agentAPIURL string, logger *slog.
 		to  *time.Duration
 	}{
 		{"COFFER_BACKUP_MAX_DURATION", &s.MaxDuration}, {"COFFER_BACKUP_STALL_TIMEOUT", &s.StallTimeout},
-		{"COFFER_BACKUP_WATCH_EVERY", &s.WatchEvery},
+		{"COFFER_BACKUP_WATCH_EVERY", &s.WatchEvery}, {"COFFER_BACKUP_WAL_PRUNE_EVERY", &s.WALPruneEvery},
 	} {
 		if v := os.Getenv(d.key); v != "" {
 			if *d.to, err = time.ParseDuration(v); err != nil || *d.to <= 0 {
