@@ -36,11 +36,10 @@ type UploadOptions struct {
 	// benchmarks).
 	Level zstd.EncoderLevel
 	// concurrentBlocks compresses 16 MiB sections of the stream in
-	// parallel (zstd.WithConcurrentBlocks). Only the benchmarks set it:
-	// on two cores it was measured slower than the stream encoder (which
-	// still encodes one block while the next fills), and it takes a whole
-	// section before the first segment leaves, so backpressure and
-	// failures reach the driver late.
+	// parallel (zstd.WithConcurrentBlocks, GOMAXPROCS at a time). Only
+	// the benchmarks set it: on two cores it was measured slower than the
+	// stream encoder, and it takes a whole section before the first
+	// segment leaves, so backpressure and failures reach the driver late.
 	concurrentBlocks bool
 	// Retries is how many times a failed PUT is tried again, each time
 	// with a fresh grant (default 3); RetryBackoff the first wait between
@@ -49,6 +48,14 @@ type UploadOptions struct {
 	RetryBackoff time.Duration
 	// Logger receives retry warnings (default: discard).
 	Logger *slog.Logger
+	// Compressed says src is a zstd stream already: the datastore
+	// compressed it as it read its files (PostgreSQL's server-side zstd,
+	// several threads, no copy of the plain stream through a pipe), so
+	// Upload only encrypts and cuts it. PlainBytes is then kept by the
+	// producer at the size of the stream before compression: it is what
+	// progress reports and Summary.RawBytes give.
+	Compressed bool
+	PlainBytes *atomic.Int64
 }
 
 // Summary describes a finished upload.
@@ -73,6 +80,9 @@ func (o UploadOptions) withDefaults() (UploadOptions, error) {
 	}
 	if o.Parallel < 1 || o.Parallel > MaxParallel {
 		return o, fmt.Errorf("parallel uploads %d out of range [1, %d]", o.Parallel, MaxParallel)
+	}
+	if o.Compressed && o.PlainBytes == nil {
+		return o, errors.New("a compressed stream needs its PlainBytes counter")
 	}
 	if o.Level == 0 {
 		o.Level = zstd.SpeedFastest
@@ -126,7 +136,11 @@ func Upload(ctx context.Context, src io.Reader, opts UploadOptions, g Granter) (
 	}
 
 	cr := &countingReader{r: src}
-	sg := &segmenter{ctx: ctx, size: int(opts.SegmentSize), out: segs, raw: &cr.n}
+	plain := &cr.n
+	if opts.Compressed {
+		plain = opts.PlainBytes
+	}
+	sg := &segmenter{ctx: ctx, size: int(opts.SegmentSize), out: segs, raw: plain}
 	err = compressEncrypt(sg, cr, opts, cancel)
 	if err == nil {
 		err = sg.flush()
@@ -146,34 +160,32 @@ func Upload(ctx context.Context, src io.Reader, opts UploadOptions, g Granter) (
 	if ctx.Err() != nil {
 		return Summary{}, context.Cause(ctx)
 	}
-	return Summary{Segments: sg.n, StoredBytes: sg.stored, RawBytes: cr.n.Load()}, nil
+	return Summary{Segments: sg.n, StoredBytes: sg.stored, RawBytes: plain.Load()}, nil
 }
 
 // compressEncrypt runs src through zstd and sio into dst. fail cancels the
 // upload: a failed read must stop it before the encoder flushes what it
 // holds into more segments.
 func compressEncrypt(dst io.Writer, src io.Reader, opts UploadOptions, fail context.CancelCauseFunc) error {
+	concurrency := 1 // see below
+	if opts.concurrentBlocks {
+		concurrency = runtime.GOMAXPROCS(0)
+	}
 	enc, err := sio.EncryptWriter(dst, sioConfig(opts.Key))
 	if err != nil {
 		return fmt.Errorf("start encryption: %w", err)
 	}
-	zw, err := zstd.NewWriter(enc,
-		zstd.WithEncoderLevel(opts.Level),
-		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-		zstd.WithConcurrentBlocks(opts.concurrentBlocks),
-		// No xxhash of the content: every 64 KiB package is already
-		// authenticated by AES-GCM, and the checksum cost about a tenth
-		// of the encoder's CPU time.
-		zstd.WithEncoderCRC(false),
-		// The window of the reference zstd's level 1 (windowLog 19)
-		// instead of 8 MiB: the fastest level finds few matches that far
-		// back (same ratio on pg_basebackup tars), and the smaller history
-		// stays in cache. Measured about 5-10 % less CPU per byte.
-		zstd.WithWindowSize(encoderWindow),
-		// An empty stream still becomes a frame, so that every backup
-		// has at least one segment and an empty download is an error.
-		zstd.WithZeroFrames(true),
-	)
+	if opts.Compressed {
+		if _, err := io.Copy(enc, src); err != nil {
+			fail(err)
+			return err
+		}
+		if err := enc.Close(); err != nil {
+			return fmt.Errorf("encrypt: %w", err)
+		}
+		return nil
+	}
+	zw, err := NewEncoder(enc, opts.Level, concurrency, opts.concurrentBlocks)
 	if err != nil {
 		return fmt.Errorf("start compression: %w", err)
 	}
@@ -194,6 +206,48 @@ func compressEncrypt(dst io.Writer, src io.Reader, opts UploadOptions, fail cont
 		return fmt.Errorf("encrypt: %w", err)
 	}
 	return nil
+}
+
+// NewEncoder is the zstd encoder of backup streams, writing to w: the
+// settings below, at level (zstd.SpeedFastest when 0) with concurrency
+// goroutines (1 unless a benchmark says otherwise). Drivers that compress
+// part of their streams themselves use it too.
+func NewEncoder(w io.Writer, level zstd.EncoderLevel, concurrency int, concurrentBlocks bool) (*zstd.Encoder, error) {
+	if level == 0 {
+		level = zstd.SpeedFastest
+	}
+	if concurrency < 1 {
+		concurrency = 1
+	}
+	return zstd.NewWriter(w,
+		zstd.WithEncoderLevel(level),
+		// One goroutine, which reads, encodes and encrypts each 128 KiB
+		// block in turn. With more, the stream encoder hands every block
+		// to two new goroutines, to encode one while the next fills; on a
+		// guest the other core is busy with the datastore's side of the
+		// backup (walsender, pg_basebackup), and the hand-offs only cost
+		// CPU. Measured on 2 cores, paired runs of BenchmarkBackupPipelines:
+		// with busy neighbours (load 5-15, pgbench scale 20, 354 MB) 1
+		// goroutine 197-227 MB/s using 1.1-1.6 CPU s, 2 goroutines
+		// 154-200 MB/s using 1.3-1.7 CPU s; on an idle box (scale 70) 1
+		// goroutine 244-300 MB/s, 2 goroutines 235-345 MB/s using 10-25 %
+		// more CPU. BenchmarkUpload no-upload: 1.2-1.5x the cpu-MB/s. A
+		// guest's datastore keeps serving during a backup, so the cheaper.
+		zstd.WithEncoderConcurrency(concurrency),
+		zstd.WithConcurrentBlocks(concurrentBlocks),
+		// No xxhash of the content: every 64 KiB package is already
+		// authenticated by AES-GCM, and the checksum cost about a tenth
+		// of the encoder's CPU time.
+		zstd.WithEncoderCRC(false),
+		// The window of the reference zstd's level 1 (windowLog 19)
+		// instead of 8 MiB: the fastest level finds few matches that far
+		// back (same ratio on pg_basebackup tars), and the smaller history
+		// stays in cache. Measured about 5-10 % less CPU per byte.
+		zstd.WithWindowSize(encoderWindow),
+		// An empty stream still becomes a frame, so that every backup
+		// has at least one segment and an empty download is an error.
+		zstd.WithZeroFrames(true),
+	)
 }
 
 // encoderWindow is the zstd window (the longest back-reference).

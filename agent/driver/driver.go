@@ -7,6 +7,7 @@ package driver
 import (
 	"context"
 	"io"
+	"sync/atomic"
 
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 )
@@ -74,6 +75,17 @@ type Backupper interface {
 	// It removes what it wrote when it fails, so that a retry starts
 	// clean.
 	Restore(ctx context.Context, req protocol.PrepareRequest, chain []RestoreLayer) error
+}
+
+// ZstdBackupper is a Backupper that writes its streams zstd-compressed
+// (a datastore that compresses as it reads its files), so that the agent
+// only encrypts them. The restore side is unchanged: the stream is
+// decompressed as every stream is.
+type ZstdBackupper interface {
+	// BackupZstd is Backup with the stream compressed; *plain follows the
+	// size of the stream before compression, for progress, and holds it
+	// at the end.
+	BackupZstd(ctx context.Context, kind string, parent *protocol.BackupPoint, w io.Writer, plain *atomic.Int64) (protocol.BackupPoint, error)
 }
 
 // WALPruner is a Backupper whose incremental backups read an archive on

@@ -80,6 +80,10 @@ type BackupPoint struct {
 	// needs to be consistent (PostgreSQL).
 	StartWAL string `json:"start_wal,omitempty"`
 	EndWAL   string `json:"end_wal,omitempty"`
+	// NoManifest: the full backup carries no backup_manifest to verify
+	// its files against (PostgreSQL compressed it; the stream's checksums
+	// and recovery vouch for it). A full backup without it must have one.
+	NoManifest bool `json:"no_manifest,omitempty"`
 }
 
 // BackupResult is Result.Output of a successful CommandBackup.

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,7 +30,10 @@ import (
 	"github.com/coffer-dbaas/coffer/internal/pgctl"
 )
 
-// Backups (driver.Backupper).
+// Backups (driver.Backupper). The agent takes them compressed
+// (backup_zstd.go: PostgreSQL compresses a full backup itself); what
+// follows is the plain stream, which that path shares but for the
+// compression and the manifest.
 //
 // A full backup is pg_basebackup's tar of PGDATA written to stdout, with
 // the WAL from the backup's start to its end inside it (--wal-method
@@ -99,6 +103,17 @@ func (d *Driver) BackupSize(ctx context.Context) (int64, error) {
 // the fast checkpoint a full backup starts with); a failure, or ctx ending,
 // stops pg_basebackup, and the server forgets the backup.
 func (d *Driver) Backup(ctx context.Context, kind string, parent *protocol.BackupPoint, w io.Writer) (protocol.BackupPoint, error) {
+	return d.backup(ctx, kind, parent, func(c *pgctl.Cluster) (protocol.BackupPoint, error) {
+		if kind == protocol.BackupFull {
+			return d.fullBackup(ctx, c, w, nil)
+		}
+		return d.incrementalBackup(ctx, c, *parent, w)
+	})
+}
+
+// backup checks the request, makes sure the server runs and archives, and
+// calls run with the cluster, one backup (or prune) at a time.
+func (d *Driver) backup(ctx context.Context, kind string, parent *protocol.BackupPoint, run func(*pgctl.Cluster) (protocol.BackupPoint, error)) (protocol.BackupPoint, error) {
 	switch {
 	case kind == protocol.BackupFull && parent != nil:
 		return protocol.BackupPoint{}, errors.New("full backup: a full backup has no parent")
@@ -123,19 +138,17 @@ func (d *Driver) Backup(ctx context.Context, kind string, parent *protocol.Backu
 	if err != nil {
 		return protocol.BackupPoint{}, fmt.Errorf("%s backup: %w", kind, err)
 	}
-	var pt protocol.BackupPoint
-	if kind == protocol.BackupFull {
-		pt, err = d.fullBackup(ctx, c, w)
-	} else {
-		pt, err = d.incrementalBackup(ctx, c, *parent, w)
-	}
+	pt, err := run(c)
 	if err != nil {
 		return protocol.BackupPoint{}, fmt.Errorf("%s backup: %w", kind, err)
 	}
 	return pt, nil
 }
 
-func (d *Driver) fullBackup(ctx context.Context, c *pgctl.Cluster, w io.Writer) (protocol.BackupPoint, error) {
+// fullBackup runs pg_basebackup into w. With plain nil the stream is the
+// plain tar, read as it passes (forwardBaseBackup); else PostgreSQL
+// compresses it (backup_zstd.go) and *plain follows its uncompressed size.
+func (d *Driver) fullBackup(ctx context.Context, c *pgctl.Cluster, w io.Writer, plain *atomic.Int64) (protocol.BackupPoint, error) {
 	conn, err := pgx.Connect(ctx, c.ConnString("postgres"))
 	if err != nil {
 		return protocol.BackupPoint{}, fmt.Errorf("connect as %s: %w", AdminUser, err)
@@ -165,16 +178,23 @@ func (d *Driver) fullBackup(ctx context.Context, c *pgctl.Cluster, w io.Writer) 
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cmd := serverCommand(cctx, owner, filepath.Join(bin, "pg_basebackup"),
-		"--pgdata=-", "--format=tar", "--wal-method=fetch", "--checkpoint=fast",
-		"--label="+backupLabel, "--no-password",
-		"--host="+c.SocketDir, "--port="+strconv.Itoa(c.Port), "--username="+AdminUser,
-	)
+	args := []string{"--pgdata=-", "--format=tar", "--wal-method=fetch", "--checkpoint=fast",
+		"--label=" + backupLabel, "--no-password",
+		"--host=" + c.SocketDir, "--port=" + strconv.Itoa(c.Port), "--username=" + AdminUser}
+	if plain != nil {
+		args = append(args, serverCompressionArgs()...)
+	}
+	cmd := serverCommand(cctx, owner, filepath.Join(bin, "pg_basebackup"), args...)
 	// The password in the environment, never on the command line; the
 	// environment of a process is readable only by its user and root.
 	cmd.Env = append(cmd.Env, "PGSSLMODE=disable", "PGAPPNAME=coffer_backup", "PGPASSWORD="+c.SuperPassword)
 	var stderr tailBuffer
 	cmd.Stderr = &stderr
+	var log *basebackupLog
+	if plain != nil {
+		log = &basebackupLog{tail: &stderr, plain: plain}
+		cmd.Stderr = log
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return protocol.BackupPoint{}, err
@@ -183,7 +203,15 @@ func (d *Driver) fullBackup(ctx context.Context, c *pgctl.Cluster, w io.Writer) 
 	if err := cmd.Start(); err != nil {
 		return protocol.BackupPoint{}, fmt.Errorf("start pg_basebackup: %w", err)
 	}
-	label, manifest, ferr := forwardBaseBackup(stdout, w)
+	var label, manifest []byte
+	var ferr error
+	if plain != nil {
+		if _, err := io.Copy(w, stdout); err != nil {
+			ferr = fmt.Errorf("write backup stream: %w", err)
+		}
+	} else {
+		label, manifest, ferr = forwardBaseBackup(stdout, w)
+	}
 	if ferr != nil {
 		cancel() // a failed writer or a bad stream: stop pg_basebackup
 	}
@@ -197,6 +225,9 @@ func (d *Driver) fullBackup(ctx context.Context, c *pgctl.Cluster, w io.Writer) 
 		return protocol.BackupPoint{}, ferr
 	case werr != nil:
 		return protocol.BackupPoint{}, fmt.Errorf("pg_basebackup: %w: %s", werr, stderr.String())
+	}
+	if plain != nil {
+		return log.point(segSize)
 	}
 	return basePoint(label, manifest, segSize)
 }

@@ -243,7 +243,7 @@ func (d *Driver) restore(ctx context.Context, req protocol.PrepareRequest, chain
 			if _, err := io.Copy(io.Discard, r); err != nil {
 				return fmt.Errorf("read the end of the stream: %w", err)
 			}
-			if i == 0 {
+			if i == 0 && !l.Point.NoManifest {
 				return verifyBase(ctx, pgdata, owner)
 			}
 			return nil
@@ -480,6 +480,9 @@ func extractBase(r io.Reader, dir string, owner fileOwner) error {
 // verifyBase checks the unpacked full backup against its backup_manifest
 // (pg_verifybackup): every file there with its size and CRC-32C, none
 // missing or extra, and the WAL the backup needs present and parseable.
+// A backup that PostgreSQL compressed has none (BackupPoint.NoManifest,
+// backup_zstd.go) and is not looked at here: the stream's checksums and
+// authentication, then recovery reaching the backup's end, vouch for it.
 func verifyBase(ctx context.Context, pgdata string, owner fileOwner) error {
 	bin, err := pgctl.FindBinDir()
 	if err != nil {
