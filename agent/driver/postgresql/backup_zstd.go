@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/coffer-dbaas/coffer/agent/backupstream"
 	"github.com/coffer-dbaas/coffer/agent/driver"
 	"github.com/coffer-dbaas/coffer/agent/protocol"
@@ -37,7 +39,8 @@ import (
 // and the authenticated stream end to end, and recovery reaching the
 // backup's end LSN.
 //
-// An incremental backup (the archived WAL) is compressed here, with the
+// An incremental backup (the archived WAL), and a full backup of a server
+// older than 15, which cannot compress, are compressed here, with the
 // pipeline's own encoder.
 
 var _ driver.ZstdBackupper = (*Driver)(nil)
@@ -48,18 +51,46 @@ var _ driver.ZstdBackupper = (*Driver)(nil)
 func (d *Driver) BackupZstd(ctx context.Context, kind string, parent *protocol.BackupPoint, w io.Writer, plain *atomic.Int64) (protocol.BackupPoint, error) {
 	return d.backup(ctx, kind, parent, func(c *pgctl.Cluster) (protocol.BackupPoint, error) {
 		if kind == protocol.BackupFull {
-			return d.fullBackup(ctx, c, w, plain)
+			server, err := serverCompresses(ctx, c)
+			if err != nil {
+				return protocol.BackupPoint{}, err
+			}
+			if server && !d.noServerCompression {
+				return d.fullBackup(ctx, c, w, plain)
+			}
 		}
 		zw, err := backupstream.NewEncoder(w, 0, 1, false)
 		if err != nil {
 			return protocol.BackupPoint{}, fmt.Errorf("start compression: %w", err)
 		}
-		pt, err := d.incrementalBackup(ctx, c, *parent, &countingWriter{w: zw, n: plain})
+		cw := &countingWriter{w: zw, n: plain}
+		var pt protocol.BackupPoint
+		if kind == protocol.BackupFull {
+			pt, err = d.fullBackup(ctx, c, cw, nil)
+		} else {
+			pt, err = d.incrementalBackup(ctx, c, *parent, cw)
+		}
 		if cerr := zw.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("compress: %w", cerr)
 		}
 		return pt, err
 	})
+}
+
+// serverCompresses reports whether the server can compress a base backup
+// (PostgreSQL 15 and later); an older one gets the plain stream compressed
+// here, with its manifest.
+func serverCompresses(ctx context.Context, c *pgctl.Cluster) (bool, error) {
+	conn, err := pgx.Connect(ctx, c.ConnString("postgres"))
+	if err != nil {
+		return false, fmt.Errorf("connect as %s: %w", AdminUser, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var version int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return false, fmt.Errorf("server version: %w", err)
+	}
+	return version >= 150000, nil
 }
 
 // serverCompressionArgs are pg_basebackup's options for a stream that the

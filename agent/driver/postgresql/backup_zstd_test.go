@@ -89,3 +89,38 @@ func TestBackupZstdRestoresExactly(t *testing.T) {
 		t.Errorf("restore of the compressed chain: items %s, want %s", got, want2)
 	}
 }
+
+// A server that cannot compress (older than 15; forced here) gets its
+// plain stream compressed by the driver: manifest included, so the
+// restore verifies it, and the plain size exact.
+func TestBackupZstdWithoutServerCompression(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	src := newDriver(t)
+	src.noServerCompression = true
+	if err := src.Prepare(ctx, prepareRequest(alicePassword)); err != nil {
+		t.Fatal(err)
+	}
+	aliceExec(t, ctx, src, "CREATE TABLE items (id int PRIMARY KEY, body text)",
+		"INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, 3000) g")
+	want := itemsSum(t, ctx, src)
+	var buf bytes.Buffer
+	var plain atomic.Int64
+	full, err := src.BackupZstd(ctx, protocol.BackupFull, nil, &buf, &plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := zstd.NewReader(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	raw, err := io.ReadAll(dec)
+	if err != nil || int64(len(raw)) != plain.Load() || full.NoManifest || !bytes.Contains(raw, []byte("backup_manifest")) {
+		t.Fatalf("full backup: %d plain bytes (counted %d), %v, point %+v, manifest in the stream %v", len(raw), plain.Load(), err, full, bytes.Contains(raw, []byte("backup_manifest")))
+	}
+	if got := itemsSum(t, ctx, restored(t, ctx, memLayer(protocol.BackupFull, full, raw))); got != want {
+		t.Errorf("restore: items %s, want %s", got, want)
+	}
+}

@@ -79,6 +79,9 @@ type Driver struct {
 	opMu sync.Mutex
 	// stateMu guards state.json.
 	stateMu sync.Mutex
+	// noServerCompression makes BackupZstd compress full backups itself,
+	// as for a server older than 15 (tests).
+	noServerCompression bool
 }
 
 // state is state.json. Every field is written before it is relied on, so a
