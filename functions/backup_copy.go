@@ -169,9 +169,6 @@ func (d *Deps) copyBackup(ctx context.Context, in *backupCopyInput) (*backupCrea
 // servesLocation reports whether backups stored in location can be read
 // (restored): the default store's, or a configured copy location.
 func (d *Deps) servesLocation(location string) bool {
-	if d.Locations != nil {
-		_, ok := d.Locations.Get(location)
-		return ok
-	}
-	return location == jobs.Backups().Location
+	_, ok := jobs.StoreAt(d.Locations, d.Store, location)
+	return ok
 }

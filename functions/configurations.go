@@ -674,7 +674,7 @@ func assignable(inst store.Instance) *openapi.Fault {
 // queueApply queues the apply_configuration command that makes inst run
 // with values (empty: the defaults) and records what its completion needs.
 func queueApply(ctx context.Context, q *store.Queries, inst store.Instance, group uuid.NullUUID, values map[string]string, restart bool) error {
-	cmdID, err := queueCommand(ctx, q, inst.ID, protocol.CommandApplyConfiguration,
+	cmdID, err := jobs.QueueCommand(ctx, q, inst.ID, protocol.CommandApplyConfiguration,
 		protocol.ApplyConfigurationRequest{Values: values, Restart: restart}, applyLeaseSeconds)
 	if err != nil {
 		return err

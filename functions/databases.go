@@ -18,6 +18,7 @@ import (
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 	"github.com/coffer-dbaas/coffer/db/store"
 	"github.com/coffer-dbaas/coffer/internal/status"
+	"github.com/coffer-dbaas/coffer/jobs"
 	"github.com/coffer-dbaas/coffer/openapi"
 )
 
@@ -397,7 +398,7 @@ func (d *Deps) changeAccounts(ctx context.Context, tenant, ref, what string, fn 
 
 // queue queues an account command for the target instance.
 func (t accountTarget) queue(ctx context.Context, name string, payload any) error {
-	_, err := queueCommand(ctx, t.q, t.inst.ID, name, payload, accountsLease)
+	_, err := jobs.QueueCommand(ctx, t.q, t.inst.ID, name, payload, accountsLease)
 	return err
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 	"github.com/coffer-dbaas/coffer/db/store"
 	"github.com/coffer-dbaas/coffer/internal/auth"
+	"github.com/coffer-dbaas/coffer/jobs"
 	"github.com/coffer-dbaas/coffer/openapi"
 )
 
@@ -205,7 +206,7 @@ func (d *Deps) publishGuestLog(ctx context.Context, sc *gophercloud.ServiceClien
 // readGuestLog asks the agent for a chunk of a log and waits for it.
 func (d *Deps) readGuestLog(ctx context.Context, inst uuid.UUID, req protocol.GuestLogReadRequest) (protocol.GuestLogChunk, error) {
 	q := d.queries()
-	id, err := queueCommand(ctx, q, inst, protocol.CommandGuestLogRead, req, guestLogReadLease)
+	id, err := jobs.QueueCommand(ctx, q, inst, protocol.CommandGuestLogRead, req, guestLogReadLease)
 	if err != nil {
 		return protocol.GuestLogChunk{}, d.internal(ctx, "guest log: read", err)
 	}

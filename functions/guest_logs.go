@@ -233,7 +233,7 @@ func (d *Deps) guestLogAction(ctx context.Context, in *guestLogInput) (*guestLog
 			}
 		}
 		if enable || a.Disable == 1 {
-			if _, err := queueCommand(ctx, q, inst.ID, protocol.CommandGuestLogAction,
+			if _, err := jobs.QueueCommand(ctx, q, inst.ID, protocol.CommandGuestLogAction,
 				protocol.GuestLogActionRequest{Name: a.Name, Enable: enable, Disable: a.Disable == 1}, guestLogLeaseSeconds); err != nil {
 				return err
 			}

@@ -141,7 +141,7 @@ func (d *Deps) withInstance(ctx context.Context, tenant, ref string, fn func(tx 
 // with its target, schedules its deadline, sets the action's task and
 // service status and writes the event, all in the caller's transaction.
 func (d *Deps) startAction(ctx context.Context, tx pgx.Tx, q *store.Queries, inst store.Instance, a store.InsertInstanceActionParams, command string, payload any, lease int32, service string, event string) error {
-	cmdID, err := queueCommand(ctx, q, inst.ID, command, payload, lease)
+	cmdID, err := jobs.QueueCommand(ctx, q, inst.ID, command, payload, lease)
 	if err != nil {
 		return err
 	}

@@ -362,7 +362,7 @@ func (d *Deps) stopInstance(ctx context.Context, q *store.Queries, inst store.In
 	if f := actionable(inst); f != nil {
 		return f
 	}
-	if _, err := queueCommand(ctx, q, inst.ID, protocol.CommandStopDatastore, nil, stopLeaseSeconds); err != nil {
+	if _, err := jobs.QueueCommand(ctx, q, inst.ID, protocol.CommandStopDatastore, nil, stopLeaseSeconds); err != nil {
 		return err
 	}
 	return jobs.InsertEvent(ctx, q, inst.ProjectID, "instance.stopping", inst.ID, nil)
@@ -391,7 +391,7 @@ func (d *Deps) rebuildInstance(ctx context.Context, tx pgx.Tx, q *store.Queries,
 		return openapi.Errorf(http.StatusUnprocessableEntity,
 			"Instance %s is not currently available for an action to be performed (task status was %s).", inst.ID, inst.Task)
 	}
-	cmdID, err := queueCommand(ctx, q, inst.ID, protocol.CommandRebuild, protocol.RebuildRequest{ImageID: image}, rebuildLeaseSeconds)
+	cmdID, err := jobs.QueueCommand(ctx, q, inst.ID, protocol.CommandRebuild, protocol.RebuildRequest{ImageID: image}, rebuildLeaseSeconds)
 	if err != nil {
 		return err
 	}

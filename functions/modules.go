@@ -26,6 +26,7 @@ import (
 
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 	"github.com/coffer-dbaas/coffer/db/store"
+	"github.com/coffer-dbaas/coffer/jobs"
 	"github.com/coffer-dbaas/coffer/openapi"
 )
 
@@ -858,7 +859,7 @@ func (d *Deps) queueModuleApply(ctx context.Context, q *store.Queries, instance 
 		}
 		req.Modules = append(req.Modules, protocol.Module{ID: m.ID.String(), Name: m.Name, Type: m.Type, MD5: m.Md5, Contents: plain})
 	}
-	cmd, err := queueCommand(ctx, q, instance, protocol.CommandModuleApply, req, moduleLeaseSeconds)
+	cmd, err := jobs.QueueCommand(ctx, q, instance, protocol.CommandModuleApply, req, moduleLeaseSeconds)
 	if err != nil {
 		return err
 	}
@@ -1013,7 +1014,7 @@ func (d *Deps) removeInstanceModule(ctx context.Context, in *instanceModuleInput
 		if _, err := q.DeleteInstanceModule(ctx, store.DeleteInstanceModuleParams{InstanceID: inst.ID, ModuleID: row.Module.ID}); err != nil {
 			return fmt.Errorf("remove module %s: %w", row.Module.ID, err)
 		}
-		_, err = queueCommand(ctx, q, inst.ID, protocol.CommandModuleRemove,
+		_, err = jobs.QueueCommand(ctx, q, inst.ID, protocol.CommandModuleRemove,
 			protocol.ModuleRemoveRequest{ID: row.Module.ID.String(), Name: row.Module.Name, Type: row.Module.Type}, moduleLeaseSeconds)
 		return err
 	})

@@ -88,9 +88,9 @@ func (d *Deps) restoreBackup(ctx context.Context, q *store.Queries, tenant strin
 // BackupFileNotFound (404), and not as an instance in ERROR later.
 // Contents are checked by the agent, segment by segment, as it restores.
 func (d *Deps) checkBackupFiles(ctx context.Context, q *store.Queries, b store.Backup) error {
-	st := d.Store
-	if l, ok := d.Locations.Get(b.Location); ok {
-		st = l.Store
+	st, ok := jobs.StoreAt(d.Locations, d.Store, b.Location)
+	if !ok { // usableLink refused it already
+		return openapi.BadRequest("Backup %s is stored in '%s', which this deployment does not serve.", b.ID, b.Location)
 	}
 	segs, err := q.ListBackupSegments(ctx, b.ID)
 	if err != nil {

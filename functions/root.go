@@ -16,6 +16,7 @@ import (
 
 	"github.com/coffer-dbaas/coffer/agent/protocol"
 	"github.com/coffer-dbaas/coffer/db/store"
+	"github.com/coffer-dbaas/coffer/jobs"
 	"github.com/coffer-dbaas/coffer/openapi"
 )
 
@@ -129,7 +130,7 @@ func (d *Deps) enableRoot(ctx context.Context, in *rootEnableInput) (*rootEnable
 	}
 	out := &rootEnableOutput{}
 	err := d.changeAccounts(ctx, in.TenantID, in.InstanceID, "enable root", func(t accountTarget, _ *inventory) error {
-		cmd, err := queueCommand(ctx, t.q, t.inst.ID, protocol.CommandEnableRoot, protocol.EnableRootRequest{Password: password}, accountsLease)
+		cmd, err := jobs.QueueCommand(ctx, t.q, t.inst.ID, protocol.CommandEnableRoot, protocol.EnableRootRequest{Password: password}, accountsLease)
 		if err != nil {
 			return err
 		}

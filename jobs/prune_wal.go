@@ -105,13 +105,7 @@ func queueWALPrune(ctx context.Context, d *Deps, id uuid.UUID) (bool, error) {
 				return fmt.Errorf("backup point: %w", err)
 			}
 		}
-		payload, err := json.Marshal(req)
-		if err != nil {
-			return err
-		}
-		if _, err := q.InsertAgentCommand(ctx, store.InsertAgentCommandParams{
-			ID: uuid.New(), InstanceID: id, Name: protocol.CommandPruneWAL, Payload: payload, LeaseSeconds: walPruneLease,
-		}); err != nil {
+		if _, err := QueueCommand(ctx, q, id, protocol.CommandPruneWAL, req, walPruneLease); err != nil {
 			return err
 		}
 		queued = true

@@ -94,6 +94,20 @@ func (s *Server) taking(r *http.Request, b store.Backup) (bool, error) {
 	return cmd.State == "leased", nil
 }
 
+// mustBeTaking answers 404 (503 if it cannot tell) unless the caller is
+// taking b (taking); it reports whether the request may go on.
+func (s *Server) mustBeTaking(w http.ResponseWriter, r *http.Request, b store.Backup) bool {
+	ok, err := s.taking(r, b)
+	if err != nil {
+		s.unavailable(w, r, "check backup", err)
+		return false
+	}
+	if !ok {
+		http.Error(w, "no such backup", http.StatusNotFound)
+	}
+	return ok
+}
+
 func (s *Server) segmentGrant(w http.ResponseWriter, r *http.Request) {
 	ref, ok := s.loadBackup(w, r, true)
 	if !ok {
@@ -118,13 +132,7 @@ func (s *Server) segmentGrant(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, fmt.Sprintf("backup is in object store %q, this deployment serves %q", b.Location, loc), http.StatusConflict)
 			return
 		}
-		ok, err := s.taking(r, b)
-		if err != nil {
-			s.unavailable(w, r, "check backup", err)
-			return
-		}
-		if !ok {
-			http.Error(w, "no such backup", http.StatusNotFound)
+		if !s.mustBeTaking(w, r, b) {
 			return
 		}
 		if req.Size <= 0 || req.Size > b.SegmentSize {
@@ -191,20 +199,14 @@ func (s *Server) segmentDone(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b := ref.backup
-	ok, err := s.taking(r, b)
-	if err != nil {
-		s.unavailable(w, r, "check backup", err)
-		return
-	}
-	if !ok {
-		http.Error(w, "no such backup", http.StatusNotFound)
+	if !s.mustBeTaking(w, r, b) {
 		return
 	}
 	if rep.Size <= 0 || rep.Size > b.SegmentSize || !validSHA256(rep.SHA256) || rep.RawBytesDone < 0 || len(rep.ETag) > 256 {
 		http.Error(w, fmt.Sprintf("a segment report needs a size of 1 to %d bytes and a sha256 of 64 lowercase hex digits", b.SegmentSize), http.StatusBadRequest)
 		return
 	}
-	err = pgx.BeginFunc(r.Context(), s.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(r.Context(), s.Pool, func(tx pgx.Tx) error {
 		q := store.New(tx)
 		if err := q.UpsertBackupSegment(r.Context(), store.UpsertBackupSegmentParams{
 			BackupID: b.ID, Index: int32(ref.index), Size: rep.Size, Sha256: rep.SHA256, Etag: rep.ETag,
@@ -234,16 +236,10 @@ func (s *Server) backupProgress(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b := ref.backup
-	ok, err := s.taking(r, b)
-	if err != nil {
-		s.unavailable(w, r, "check backup", err)
+	if !s.mustBeTaking(w, r, b) {
 		return
 	}
-	if !ok {
-		http.Error(w, "no such backup", http.StatusNotFound)
-		return
-	}
-	err = pgx.BeginFunc(r.Context(), s.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(r.Context(), s.Pool, func(tx pgx.Tx) error {
 		q := store.New(tx)
 		if err := q.SetBackupEstimate(r.Context(), store.SetBackupEstimateParams{ID: b.ID, EstimatedBytes: p.EstimatedBytes}); err != nil {
 			return err
