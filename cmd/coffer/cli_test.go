@@ -15,10 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/endpoints"
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/services"
-
 	"github.com/coffer-dbaas/coffer/internal/keystonetest"
 	"github.com/coffer-dbaas/coffer/internal/seed"
 )
@@ -385,67 +381,4 @@ func (cl *keystoneCoffer) tryFixed(u keystonetest.User, fixDir string, argv ...s
 		return err.Error(), err
 	}
 	return out, nil
-}
-
-// registerRegionEndpoint adds a public endpoint at url in the all-in-one's
-// region for the catalog's service of type svcType; the service is created
-// (named name) when this process's Keystone has none, and then removed
-// with the endpoint in t.Cleanup (before the region goes).
-func registerRegionEndpoint(t *testing.T, cl *keystoneCoffer, svcType, name, url string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	admin := cl.ks.AdminClient(t)
-	// Keystone's sqlite takes one writer at a time; other tests write the
-	// catalog too.
-	retry := func(what string, fn func() error) {
-		t.Helper()
-		var err error
-		for i := 0; i < 5; i++ {
-			if err = fn(); err == nil {
-				return
-			}
-			time.Sleep(time.Duration(i+1) * 500 * time.Millisecond)
-		}
-		t.Fatalf("keystone: %s: %v", what, err)
-	}
-	var serviceID string
-	created := false
-	retry("find or create the "+svcType+" service", func() error {
-		pages, err := services.List(admin, services.ListOpts{ServiceType: svcType}).AllPages(ctx)
-		if err != nil {
-			return err
-		}
-		found, err := services.ExtractServices(pages)
-		if err != nil {
-			return err
-		}
-		if len(found) > 0 {
-			serviceID = found[0].ID
-			return nil
-		}
-		svc, err := services.Create(ctx, admin, services.CreateOpts{Type: svcType, Name: name}).Extract()
-		if err == nil {
-			serviceID, created = svc.ID, true
-		}
-		return err
-	})
-	var ep *endpoints.Endpoint
-	retry("create "+svcType+" endpoint", func() (err error) {
-		ep, err = endpoints.Create(ctx, admin, endpoints.CreateOpts{Availability: gophercloud.AvailabilityPublic,
-			Region: cl.region, URL: url, ServiceID: serviceID}).Extract()
-		return err
-	})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := endpoints.Delete(ctx, admin, ep.ID).ExtractErr(); err != nil {
-			t.Logf("keystone: delete %s endpoint: %v", svcType, err)
-		}
-		if created {
-			if err := services.Delete(ctx, admin, serviceID).ExtractErr(); err != nil {
-				t.Logf("keystone: delete %s service: %v", svcType, err)
-			}
-		}
-	})
 }

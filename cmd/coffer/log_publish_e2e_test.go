@@ -32,7 +32,7 @@ func publishGuestLogs(t *testing.T, c *keystoneCoffer, swift *objectstoretest.Se
 	t.Helper()
 	member, alt := c.demo, c.alt
 	storage := swift.Env["SWIFT_KEYSTONE_STORAGE_URL"]
-	registerRegionEndpoint(t, c, "object-store", "swift", storage+"$(project_id)s")
+	c.ks.RegisterEndpoint(t, c.region, "object-store", "swift", storage+"$(project_id)s")
 	prefix := id + "/postgresql-general/"
 
 	// Statements to find again; the log ends with the last one.

@@ -39,7 +39,7 @@ func schedulePrefix(t *testing.T) string {
 // process's Keystone must have one such endpoint only: this test's.
 func registerWorkflowEndpoint(t *testing.T, cl *keystoneCoffer) {
 	t.Helper()
-	registerRegionEndpoint(t, cl, "workflowv2", "mistral", cl.url+"/v2")
+	cl.ks.RegisterEndpoint(t, cl.region, "workflowv2", "mistral", cl.url+"/v2")
 }
 
 // troveSched runs the trove CLI as u with the client fix (fixDir "":

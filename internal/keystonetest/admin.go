@@ -133,11 +133,11 @@ func (k *Keystone) RegisterDatabaseEndpoint(t testing.TB, base string) {
 	}
 }
 
-// databaseService returns the id of the catalog's `database` service,
-// creating it (named trove) if there is none. Callers hold catalogMu, so
-// parallel tests never create two.
-func databaseService(ctx context.Context, admin *gophercloud.ServiceClient) (string, error) {
-	pages, err := services.List(admin, services.ListOpts{ServiceType: "database"}).AllPages(ctx)
+// ensureService returns the id of the catalog's (first) service of type
+// typ, creating it (named name) if there is none. Callers hold catalogMu,
+// so parallel tests never create two.
+func ensureService(ctx context.Context, admin *gophercloud.ServiceClient, typ, name, description string) (string, error) {
+	pages, err := services.List(admin, services.ListOpts{ServiceType: typ}).AllPages(ctx)
 	if err != nil {
 		return "", fmt.Errorf("list services: %w", err)
 	}
@@ -148,11 +148,16 @@ func databaseService(ctx context.Context, admin *gophercloud.ServiceClient) (str
 	if len(found) > 0 {
 		return found[0].ID, nil
 	}
-	s, err := services.Create(ctx, admin, services.CreateOpts{Type: "database", Name: "trove", Description: "Database"}).Extract()
+	s, err := services.Create(ctx, admin, services.CreateOpts{Type: typ, Name: name, Description: description}).Extract()
 	if err != nil {
-		return "", fmt.Errorf("create database service: %w", err)
+		return "", fmt.Errorf("create %s service: %w", typ, err)
 	}
 	return s.ID, nil
+}
+
+// databaseService is the `database` service (Trove's), created if missing.
+func databaseService(ctx context.Context, admin *gophercloud.ServiceClient) (string, error) {
+	return ensureService(ctx, admin, "database", "trove", "Database")
 }
 
 // RevokeToken revokes a token (as admin), e.g. Coffer's service token.

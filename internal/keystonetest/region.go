@@ -70,6 +70,41 @@ func (k *Keystone) RegisterDatabaseRegion(t testing.TB, region, base string) {
 	add(endpoints.CreateOpts{Availability: gophercloud.AvailabilityPublic, URL: k.AuthURL, ServiceID: identityID})
 }
 
+// RegisterEndpoint adds a public endpoint at url in region (one from
+// RegisterDatabaseRegion) for the catalog's service of type typ, created
+// (named name) if the catalog has none; the endpoint is removed in
+// t.Cleanup, before the region. Keystone's sqlite takes one writer at a
+// time and other tests of the process write users and projects without
+// catalogMu, so a refused write is tried again.
+func (k *Keystone) RegisterEndpoint(t testing.TB, region, typ, name, url string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	catalogMu.Lock()
+	defer catalogMu.Unlock()
+	admin := k.AdminClient(t)
+	var serviceID string
+	var e *endpoints.Endpoint
+	var err error
+	for i := 0; i < 5; i++ {
+		if serviceID == "" {
+			serviceID, err = ensureService(ctx, admin, typ, name, "")
+		}
+		if err == nil {
+			e, err = endpoints.Create(ctx, admin, endpoints.CreateOpts{Availability: gophercloud.AvailabilityPublic,
+				Region: region, URL: url, ServiceID: serviceID}).Extract()
+		}
+		if err == nil {
+			break
+		}
+		time.Sleep(time.Duration(i+1) * 500 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("keystonetest: %s endpoint %s in region %s: %v", typ, url, region, err)
+	}
+	t.Cleanup(func() { k.unregister(admin, "", []string{e.ID}) })
+}
+
 // serviceOfType returns the id of the catalog's (first) service of type typ.
 func serviceOfType(ctx context.Context, admin *gophercloud.ServiceClient, typ string) (string, error) {
 	pages, err := services.List(admin, services.ListOpts{ServiceType: typ}).AllPages(ctx)
@@ -87,7 +122,8 @@ func serviceOfType(ctx context.Context, admin *gophercloud.ServiceClient, typ st
 }
 
 // unregister deletes a region's endpoints and then the region (Keystone
-// refuses to delete a region that endpoints still refer to). Failures are
+// refuses to delete a region that endpoints still refer to); region ""
+// keeps the region. Failures are
 // reported, not fatal: the Keystone of a test process is discarded anyway.
 func (k *Keystone) unregister(admin *gophercloud.ServiceClient, region string, endpointIDs []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -98,6 +134,9 @@ func (k *Keystone) unregister(admin *gophercloud.ServiceClient, region string, e
 		if err := endpoints.Delete(ctx, admin, id).ExtractErr(); err != nil {
 			fmt.Fprintf(os.Stderr, "keystonetest: delete endpoint %s: %v\n", id, err)
 		}
+	}
+	if region == "" {
+		return
 	}
 	if err := regions.Delete(ctx, admin, region).ExtractErr(); err != nil {
 		fmt.Fprintf(os.Stderr, "keystonetest: delete region %s: %v\n", region, err)

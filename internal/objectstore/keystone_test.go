@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/endpoints"
 	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/regions"
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/services"
 
 	"github.com/coffer-dbaas/coffer/internal/keystonetest"
 	"github.com/coffer-dbaas/coffer/internal/objectstore"
@@ -103,38 +100,12 @@ func registerObjectStore(t *testing.T, k *keystonetest.Keystone, region, url str
 	if _, err := regions.Create(ctx, admin, regions.CreateOpts{ID: region}).Extract(); err != nil {
 		t.Fatalf("create region %s: %v", region, err)
 	}
-	pages, err := services.List(admin, services.ListOpts{ServiceType: "object-store"}).AllPages(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	found, err := services.ExtractServices(pages)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serviceID string
-	if len(found) > 0 {
-		serviceID = found[0].ID
-	} else {
-		s, err := services.Create(ctx, admin, services.CreateOpts{Type: "object-store", Extra: map[string]any{"name": "swift"}}).Extract()
-		if err != nil {
-			t.Fatalf("create object-store service: %v", err)
-		}
-		serviceID = s.ID
-	}
-	e, err := endpoints.Create(ctx, admin, endpoints.CreateOpts{
-		Availability: gophercloud.AvailabilityPublic, Region: region, URL: url, ServiceID: serviceID,
-	}).Extract()
-	if err != nil {
-		t.Fatalf("create object-store endpoint: %v", err)
-	}
-	t.Cleanup(func() {
+	t.Cleanup(func() { // after the endpoint's (cleanups run last first)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := endpoints.Delete(ctx, admin, e.ID).ExtractErr(); err != nil {
-			t.Logf("delete endpoint: %v", err)
-		}
 		if err := regions.Delete(ctx, admin, region).ExtractErr(); err != nil {
 			t.Logf("delete region: %v", err)
 		}
 	})
+	k.RegisterEndpoint(t, region, "object-store", "swift", url)
 }
