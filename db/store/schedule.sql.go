@@ -866,6 +866,12 @@ func (q *Queries) SetScheduleNextRun(ctx context.Context, arg SetScheduleNextRun
 }
 
 const settleScheduleExecutions = `-- name: SettleScheduleExecutions :many
+WITH ended AS (
+    SELECT e.id FROM schedule_execution e JOIN backup b ON b.id = e.backup_id
+    WHERE e.state = 'RUNNING'
+      AND (b.status IN ('COMPLETED', 'FAILED', 'DELETE_FAILED') OR b.deleted_at IS NOT NULL)
+    FOR UPDATE OF e SKIP LOCKED
+)
 UPDATE schedule_execution e
 SET state = CASE WHEN b.status = 'COMPLETED' THEN 'SUCCESS' ELSE 'ERROR' END,
     state_info = CASE
@@ -875,9 +881,8 @@ SET state = CASE WHEN b.status = 'COMPLETED' THEN 'SUCCESS' ELSE 'ERROR' END,
         ELSE 'Backup ' || b.id::text || ' was deleted before it completed.'
     END,
     updated_at = now()
-FROM backup b
-WHERE e.state = 'RUNNING' AND e.backup_id = b.id
-  AND (b.status IN ('COMPLETED', 'FAILED', 'DELETE_FAILED') OR b.deleted_at IS NOT NULL)
+FROM backup b, ended
+WHERE e.id = ended.id AND e.backup_id = b.id
 RETURNING e.id, e.schedule_id, e.project_id, b.id AS backup_id, e.state
 `
 
@@ -891,8 +896,10 @@ type SettleScheduleExecutionsRow struct {
 
 // Running executions whose backup has ended take its outcome: SUCCESS for a
 // completed backup, ERROR (with the backup's reason) for a failed or
-// deleted one. Each is settled once: a concurrent pass waits for the row
-// and then no longer finds it RUNNING.
+// deleted one. Each is settled once: a concurrent pass skips the rows
+// another holds (locking them in whatever order the join yields, two
+// passes could each wait for the other: a deadlock, seen with two worker
+// replicas).
 func (q *Queries) SettleScheduleExecutions(ctx context.Context) ([]SettleScheduleExecutionsRow, error) {
 	rows, err := q.db.Query(ctx, settleScheduleExecutions)
 	if err != nil {
