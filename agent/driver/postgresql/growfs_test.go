@@ -73,10 +73,23 @@ func TestResizeVolumeGrowsFilesystem(t *testing.T) {
 	})
 	run("mount", dev, mnt)
 	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("cleanup: umount %s: %v: %s", mnt, err, out)
-			exec.Command("umount", "-l", mnt).Run()
+		// pg_ctl stop returns once postmaster.pid is gone, which the
+		// postmaster removes on its way out, while it still holds
+		// postgres.log (its stderr) on the volume: CI once saw "target is
+		// busy". The unmount is retried for a while before it counts.
+		var out []byte
+		var err error
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			if out, err = exec.Command("umount", mnt).CombinedOutput(); err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				break
+			}
 		}
+		holders, _ := exec.Command("fuser", "-vm", mnt).CombinedOutput()
+		t.Errorf("cleanup: umount %s: %v: %s\nholders (fuser -vm): %s", mnt, err, out, holders)
+		exec.Command("umount", "-l", mnt).Run()
 	})
 	// The server runs as postgres when the tests run as root.
 	if err := os.Chmod(mnt, 0o755); err != nil {
