@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -32,10 +31,6 @@ import (
 
 // maxSegments bounds a segment index (a million 64 MiB segments: 64 TiB).
 const maxSegments = 1_000_000
-
-// containers remembers the containers known to exist, so each process
-// creates a container once rather than at every grant.
-var containers sync.Map
 
 // backupRef is the backup and segment a request names.
 type backupRef struct {
@@ -143,12 +138,15 @@ func (s *Server) segmentGrant(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "sha256 must be 64 lowercase hex digits", http.StatusBadRequest)
 			return
 		}
-		if _, known := containers.Load(b.Location + "/" + b.Container); !known {
+		// The container is made sure of at each backup's first segment
+		// (so one deleted behind Coffer's back comes back with the next
+		// backup), and for other segments once per server.
+		if _, known := s.containers.Load(b.Location + "/" + b.Container); !known || ref.index == 0 {
 			if err := s.Store.EnsureContainer(ctx, b.Container); err != nil {
 				s.unavailable(w, r, "create container "+b.Container, err)
 				return
 			}
-			containers.Store(b.Location+"/"+b.Container, true)
+			s.containers.Store(b.Location+"/"+b.Container, true)
 		}
 		if err := store.New(s.Pool).StartBackupProgress(ctx, b.ID); err != nil {
 			s.unavailable(w, r, "record backup progress", err)

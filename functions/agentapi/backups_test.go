@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -52,7 +54,8 @@ func TestBackupSegmentsAndGrants(t *testing.T) {
 	master := make([]byte, 32)
 	_, _ = rand.Read(master)
 	keys, _ := backupkey.New(master)
-	files, err := objectstore.NewFile(t.TempDir(), "")
+	filesRoot := t.TempDir()
+	files, err := objectstore.NewFile(filesRoot, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,5 +252,32 @@ func TestBackupSegmentsAndGrants(t *testing.T) {
 	exec("UPDATE instance SET task = 'NONE' WHERE id = $1", restorer.id)
 	if code, _ := grant(restorer, 0, protocol.SegmentGrantRequest{Method: "GET"}); code != 404 {
 		t.Errorf("download after the build: %d", code)
+	}
+
+	// A container removed behind Coffer's back, while this server knows
+	// it: the next backup's first segment creates it again.
+	if err := os.RemoveAll(filepath.Join(filesRoot, b.Container)); err != nil {
+		t.Fatal(err)
+	}
+	var b2 store.Backup
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		b2, err = jobs.StartBackup(ctx, tx, rc, keys, jobs.NewBackup{ProjectID: "p1", InstanceID: other.id, Name: "b2"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if b2.Container != b.Container {
+		t.Fatalf("second backup's container %q, first's %q: the check below needs the same", b2.Container, b.Container)
+	}
+	if code, cmd := other.poll(t, 1); code != 200 || cmd.Name != protocol.CommandBackup {
+		t.Fatalf("poll: %d %+v", code, cmd)
+	}
+	id = b2.ID.String()
+	code, g = grant(other, 0, put)
+	if code != 200 {
+		t.Fatalf("grant after the container was removed: %d", code)
+	}
+	if code := upload(g, data); code/100 != 2 {
+		t.Errorf("upload after the container was removed: %d", code)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -41,6 +42,9 @@ type Server struct {
 	// Locations names every store a backup may be in; restore grants are
 	// signed by the store of the backup's location. nil: Store only.
 	Locations *objectstore.Registry
+
+	// containers remembers the containers known to exist (backups.go).
+	containers sync.Map
 }
 
 // maxBody bounds what an agent may post.
