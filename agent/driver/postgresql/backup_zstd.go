@@ -5,13 +5,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/coffer-dbaas/coffer/agent/backupstream"
 	"github.com/coffer-dbaas/coffer/agent/driver"
@@ -51,7 +52,7 @@ var _ driver.ZstdBackupper = (*Driver)(nil)
 func (d *Driver) BackupZstd(ctx context.Context, kind string, parent *protocol.BackupPoint, w io.Writer, plain *atomic.Int64) (protocol.BackupPoint, error) {
 	return d.backup(ctx, kind, parent, func(c *pgctl.Cluster) (protocol.BackupPoint, error) {
 		if kind == protocol.BackupFull {
-			server, err := serverCompresses(ctx, c)
+			server, err := serverCompresses(c)
 			if err != nil {
 				return protocol.BackupPoint{}, err
 			}
@@ -79,18 +80,20 @@ func (d *Driver) BackupZstd(ctx context.Context, kind string, parent *protocol.B
 
 // serverCompresses reports whether the server can compress a base backup
 // (PostgreSQL 15 and later); an older one gets the plain stream compressed
-// here, with its manifest.
-func serverCompresses(ctx context.Context, c *pgctl.Cluster) (bool, error) {
-	conn, err := pgx.Connect(ctx, c.ConnString("postgres"))
+// here, with its manifest. The major version is the data directory's
+// PG_VERSION, which the running server must match: no second connection
+// next to pg_basebackup's.
+func serverCompresses(c *pgctl.Cluster) (bool, error) {
+	raw, err := os.ReadFile(filepath.Join(c.DataDir, "PG_VERSION"))
 	if err != nil {
-		return false, fmt.Errorf("connect as %s: %w", AdminUser, err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var version int
-	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
 		return false, fmt.Errorf("server version: %w", err)
 	}
-	return version >= 150000, nil
+	v, _, _ := strings.Cut(strings.TrimSpace(string(raw)), ".") // "9.6" before 10
+	major, err := strconv.Atoi(v)
+	if err != nil {
+		return false, fmt.Errorf("server version: PG_VERSION %q: %w", raw, err)
+	}
+	return major >= 15, nil
 }
 
 // serverCompressionArgs are pg_basebackup's options for a stream that the

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/coffer-dbaas/coffer/agent/driver"
 	"github.com/coffer-dbaas/coffer/agent/protocol"
+	"github.com/coffer-dbaas/coffer/internal/pgctl"
 )
 
 // The agent's path (BackupZstd): a full backup compressed by PostgreSQL
@@ -122,5 +125,29 @@ func TestBackupZstdWithoutServerCompression(t *testing.T) {
 	}
 	if got := itemsSum(t, ctx, restored(t, ctx, memLayer(protocol.BackupFull, full, raw))); got != want {
 		t.Errorf("restore: items %s, want %s", got, want)
+	}
+}
+
+// Whether the server compresses is read from PG_VERSION: 15 and later do.
+func TestServerCompressesByVersion(t *testing.T) {
+	t.Parallel()
+	for content, want := range map[string]bool{"17\n": true, "15\n": true, "14\n": false, "9.6\n": false} {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := serverCompresses(&pgctl.Cluster{DataDir: dir}); err != nil || got != want {
+			t.Errorf("PG_VERSION %q: %v, %v; want %v", content, got, err, want)
+		}
+	}
+	dir := t.TempDir()
+	if _, err := serverCompresses(&pgctl.Cluster{DataDir: dir}); err == nil {
+		t.Error("no PG_VERSION: no error")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := serverCompresses(&pgctl.Cluster{DataDir: dir}); err == nil {
+		t.Error("PG_VERSION x: no error")
 	}
 }
