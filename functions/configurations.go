@@ -240,12 +240,9 @@ func (d *Deps) listConfigurations(ctx context.Context, in *configurationListInpu
 	if !principal(ctx).IsAdmin() {
 		params.ProjectID = pgtype.Text{String: in.TenantID, Valid: true}
 	}
-	if in.Marker != "" {
-		m, err := uuid.Parse(in.Marker)
-		if err != nil {
-			return nil, openapi.BadRequest("Invalid marker '%s'.", in.Marker)
-		}
-		params.Marker = uuid.NullUUID{UUID: m, Valid: true}
+	var err error
+	if params.Marker, err = idMarker(in.Marker); err != nil {
+		return nil, err
 	}
 	rows, err := d.queries().ListConfigurations(ctx, params)
 	if err != nil {
@@ -276,12 +273,8 @@ func (d *Deps) listConfigurationInstances(ctx context.Context, in *configuration
 	size := pageSize(in.Limit, instancesPageSize)
 	params := store.ListConfigurationInstancesParams{
 		ConfigurationID: uuid.NullUUID{UUID: row.Configuration.ID, Valid: true}, MaxRows: int32(size + 1)}
-	if in.Marker != "" {
-		m, err := uuid.Parse(in.Marker)
-		if err != nil {
-			return nil, openapi.BadRequest("Invalid marker '%s'.", in.Marker)
-		}
-		params.Marker = uuid.NullUUID{UUID: m, Valid: true}
+	if params.Marker, err = idMarker(in.Marker); err != nil {
+		return nil, err
 	}
 	rows, err := q.ListConfigurationInstances(ctx, params)
 	if err != nil {

@@ -95,12 +95,9 @@ func Instances(api huma.API, deps *Deps) {
 func (d *Deps) listInstances(ctx context.Context, in *instanceListInput, detail bool) (*instanceListOutput, error) {
 	size := pageSize(in.Limit, instancesPageSize)
 	params := store.ListInstancesParams{ProjectID: in.TenantID, MaxRows: int32(size + 1)}
-	if in.Marker != "" {
-		m, err := uuid.Parse(in.Marker)
-		if err != nil {
-			return nil, openapi.BadRequest("Invalid marker '%s'.", in.Marker)
-		}
-		params.Marker = uuid.NullUUID{UUID: m, Valid: true}
+	var err error
+	if params.Marker, err = idMarker(in.Marker); err != nil {
+		return nil, err
 	}
 	rows, err := d.queries().ListInstances(ctx, params)
 	if err != nil {

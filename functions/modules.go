@@ -754,12 +754,8 @@ func (d *Deps) listModuleInstances(ctx context.Context, in *moduleInstancesInput
 	}
 	size := pageSize(in.Limit, instancesPageSize)
 	params := store.ListModuleInstancesParams{ModuleID: m.ID, ProjectID: scopeOf(ctx, in.TenantID), MaxRows: int32(size + 1)}
-	if in.Marker != "" {
-		mk, err := uuid.Parse(in.Marker)
-		if err != nil {
-			return nil, openapi.BadRequest("Invalid marker '%s'.", in.Marker)
-		}
-		params.Marker = uuid.NullUUID{UUID: mk, Valid: true}
+	if params.Marker, err = idMarker(in.Marker); err != nil {
+		return nil, err
 	}
 	rows, err := q.ListModuleInstances(ctx, params)
 	if err != nil {

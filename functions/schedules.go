@@ -258,12 +258,8 @@ func (d *Deps) listSchedules(ctx context.Context, in *scheduleListInput) (*sched
 	}
 	size := pageSize(in.Limit, schedulesPageSize)
 	params := store.ListInstanceSchedulesParams{ProjectID: in.TenantID, InstanceID: inst.Instance.ID, MaxRows: int32(size + 1)}
-	if in.Marker != "" {
-		m, err := uuid.Parse(in.Marker)
-		if err != nil {
-			return nil, openapi.BadRequest("Invalid marker '%s'.", in.Marker)
-		}
-		params.Marker = uuid.NullUUID{UUID: m, Valid: true}
+	if params.Marker, err = idMarker(in.Marker); err != nil {
+		return nil, err
 	}
 	rows, err := q.ListInstanceSchedules(ctx, params)
 	if err != nil {

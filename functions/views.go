@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/google/uuid"
+
 	"github.com/coffer-dbaas/coffer/openapi"
 )
 
@@ -34,6 +36,19 @@ func pageSize(limit int, max int) int {
 		return max
 	}
 	return limit
+}
+
+// idMarker parses a page marker that is the id of the previous page's last
+// row ("" → no marker); anything else is Trove's 400.
+func idMarker(marker string) (uuid.NullUUID, error) {
+	if marker == "" {
+		return uuid.NullUUID{}, nil
+	}
+	m, err := uuid.Parse(marker)
+	if err != nil {
+		return uuid.NullUUID{}, openapi.BadRequest("Invalid marker '%s'.", marker)
+	}
+	return uuid.NullUUID{UUID: m, Valid: true}, nil
 }
 
 // flavorID renders a flavor id as Trove does: an integer when all digits
