@@ -1,6 +1,6 @@
 // Package openstacktest brings up (or reuses) the test OpenStack of
-// scripts/openstack-up.sh for tests outside the provider's package, the
-// same way the provider's own tests do (see its main_test.go):
+// scripts/openstack-up.sh, for the provider's own tests and those outside
+// it:
 // COFFER_TEST_OPENSTACK_DIR=DIR reuses (starting if needed) the cloud in
 // DIR and leaves it running; otherwise a fresh one in a temporary
 // directory is started and, by the returned stop, removed. Packages are
@@ -34,7 +34,7 @@ type Cloud struct {
 	Vars map[string]string
 	// Admin clients, to look at what Coffer made from outside it. Compute
 	// uses microversion 2.52 (user_data from 2.3, tags from 2.52).
-	Compute, Volume, Network *gophercloud.ServiceClient
+	Compute, Volume, Network, Image, Identity *gophercloud.ServiceClient
 }
 
 // CofferEnv is the COFFER_OS_* settings as KEY=VALUE.
@@ -52,6 +52,14 @@ func (c *Cloud) CofferEnv() []string {
 // cloud is kept) stops and removes it; it is returned even with an error
 // when something was started.
 func Start(ctx context.Context) (c *Cloud, stop func(), err error) {
+	return StartFrom(ctx, 15300)
+}
+
+// StartFrom is Start with a fresh cloud's ports searched from portFrom:
+// test processes that may each start one (go test runs packages at once)
+// search from different bases, so that two cannot pick the same free
+// range before either listens.
+func StartFrom(ctx context.Context, portFrom int) (c *Cloud, stop func(), err error) {
 	_, file, _, _ := runtime.Caller(0)
 	script := filepath.Join(filepath.Dir(file), "../../../../scripts/openstack-up.sh")
 	dir, keep := os.LookupEnv("COFFER_TEST_OPENSTACK_DIR")
@@ -63,7 +71,7 @@ func Start(ctx context.Context) (c *Cloud, stop func(), err error) {
 		if dir, err = os.MkdirTemp("", "coffer-openstack-"); err != nil {
 			return nil, nil, err
 		}
-		base, err := freePortBase()
+		base, err := freePortBase(portFrom)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -71,7 +79,9 @@ func Start(ctx context.Context) (c *Cloud, stop func(), err error) {
 		stop = func() {
 			down := exec.Command(filepath.Join(filepath.Dir(script), "openstack-down.sh"), dir, "--purge")
 			down.Stdout, down.Stderr = io.Discard, io.Discard
-			_ = down.Run()
+			if err := down.Run(); err != nil {
+				fmt.Fprintln(os.Stderr, "openstack-down.sh:", err)
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
@@ -83,8 +93,8 @@ func Start(ctx context.Context) (c *Cloud, stop func(), err error) {
 	if err := cmd.Run(); err != nil {
 		hint := ""
 		if os.Getenv("CI") == "" {
-			hint = "\n(outside CI nothing is installed: run `scripts/openstack-up.sh DIR` as root once, " +
-				"then COFFER_TEST_OPENSTACK_DIR=DIR go test ...)"
+			hint = "\n(outside CI nothing is installed: run `scripts/openstack-up.sh DIR` as root once " +
+				"(it installs its packages), then COFFER_TEST_OPENSTACK_DIR=DIR go test ...)"
 		}
 		return nil, stop, fmt.Errorf("scripts/openstack-up.sh %s: %v\n%s%s", dir, err, tail(stderr.String(), 15), hint)
 	}
@@ -110,22 +120,26 @@ func Start(ctx context.Context) (c *Cloud, stop func(), err error) {
 		return nil, stop, fmt.Errorf("admin login: %w", err)
 	}
 	eo := gophercloud.EndpointOpts{Region: v["OS_REGION_NAME"]}
-	if c.Compute, err = openstack.NewComputeV2(pc, eo); err == nil {
-		if c.Volume, err = openstack.NewBlockStorageV3(pc, eo); err == nil {
-			c.Network, err = openstack.NewNetworkV2(pc, eo)
+	for _, sc := range []struct {
+		dst **gophercloud.ServiceClient
+		mk  func(*gophercloud.ProviderClient, gophercloud.EndpointOpts) (*gophercloud.ServiceClient, error)
+	}{
+		{&c.Compute, openstack.NewComputeV2}, {&c.Volume, openstack.NewBlockStorageV3},
+		{&c.Network, openstack.NewNetworkV2}, {&c.Image, openstack.NewImageV2}, {&c.Identity, openstack.NewIdentityV3},
+	} {
+		if *sc.dst, err = sc.mk(pc, eo); err != nil {
+			return nil, stop, fmt.Errorf("admin clients: %w", err)
 		}
-	}
-	if err != nil {
-		return nil, stop, fmt.Errorf("admin clients: %w", err)
 	}
 	c.Compute.Microversion = "2.52"
 	return c, stop, nil
 }
 
-// freePortBase finds a base for the up script's ports (+0…+50) that no
-// program listens on.
-func freePortBase() (int, error) {
-	for base := 15300; base < 30000; base += 100 {
+// freePortBase finds a base for the up script's ports (+0…+50), from
+// portFrom, that no program listens on, so the test's OpenStack does not
+// collide with one already running on this machine.
+func freePortBase(portFrom int) (int, error) {
+	for base := portFrom; base < 30000; base += 100 {
 		free := true
 		for _, off := range []int{0, 1, 2, 3, 4, 10, 20, 30, 40, 50} {
 			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+off))
