@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -111,8 +112,37 @@ func addressPrefix() string {
 	}
 }
 
+// freeAddr is a loopback address with a port nobody listens on, chosen
+// below the kernel's ephemeral range: a port from that range (":0") can be
+// taken as the local port of any outgoing connection on this machine
+// between this check and the all-in-one binding it (CI saw "bind: address
+// already in use"), one below it only by another listener.
 func freeAddr(t testing.TB) string {
 	t.Helper()
+	low := 32768 // Linux's default ip_local_port_range start
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	// 16000 and up: clear of the test OpenStack's 15200-15999.
+	for range 1000 {
+		if low <= 16000 {
+			break
+		}
+		port := 16000 + rand.IntN(low-16000)
+		if _, taken := takenPorts.LoadOrStore(port, true); taken {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return ln.Addr().String()
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +150,9 @@ func freeAddr(t testing.TB) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// takenPorts are the ports freeAddr gave out in this process.
+var takenPorts sync.Map
 
 // startCoffer starts an all-in-one; extraEnv (KEY=VALUE) is added to (and
 // overrides) its environment. Trove's rate limits are off unless extraEnv
@@ -134,18 +167,23 @@ func startCoffer(t testing.TB, extraEnv ...string) *coffer {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	listen := freeAddr(t)
-	c := &coffer{dataDir: dir, log: &syncBuffer{}, url: "http://" + listen}
-	c.env = append(os.Environ(),
-		"COFFER_DATA_DIR="+dir,
-		"COFFER_LISTEN="+listen,
-		"COFFER_AGENT_LISTEN="+freeAddr(t),
-		// A /16 of its own so parallel test processes never share addresses.
-		"COFFER_LOCAL_ADDRESS_PREFIX="+addressPrefix(),
-		"COFFER_LOG_LEVEL=debug",
-		"COFFER_RATE_LIMITS=off",
-	)
-	c.env = append(c.env, extraEnv...)
+	c := &coffer{dataDir: dir, log: &syncBuffer{}}
+	prefix := addressPrefix()
+	setAddrs := func() {
+		listen := freeAddr(t)
+		c.url = "http://" + listen
+		c.env = append(os.Environ(),
+			"COFFER_DATA_DIR="+dir,
+			"COFFER_LISTEN="+listen,
+			"COFFER_AGENT_LISTEN="+freeAddr(t),
+			// A /16 of its own so parallel test processes never share addresses.
+			"COFFER_LOCAL_ADDRESS_PREFIX="+prefix,
+			"COFFER_LOG_LEVEL=debug",
+			"COFFER_RATE_LIMITS=off",
+		)
+		c.env = append(c.env, extraEnv...)
+	}
+	setAddrs()
 	t.Cleanup(func() {
 		c.stop(t)
 		if t.Failed() {
@@ -156,7 +194,20 @@ func startCoffer(t testing.TB, extraEnv ...string) *coffer {
 		time.Sleep(200 * time.Millisecond)
 		_ = os.RemoveAll(c.dataDir)
 	})
-	c.start(t)
+	// Another program can still bind a port between freeAddr's check and
+	// the all-in-one's listen: new ports, and again.
+	for attempt := 1; ; attempt++ {
+		err := c.tryStart()
+		if err == nil {
+			break
+		}
+		if attempt < 3 && strings.Contains(c.log.String(), "address already in use") {
+			t.Logf("coffer did not start (%v), again on other ports:\n%s", err, tail(c.log.String(), 2000))
+			setAddrs()
+			continue
+		}
+		t.Fatalf("coffer did not start: %v\n%s", err, c.log.String())
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "credentials.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -170,26 +221,39 @@ func startCoffer(t testing.TB, extraEnv ...string) *coffer {
 // start runs `coffer run` and waits until it serves.
 func (c *coffer) start(t testing.TB) {
 	t.Helper()
+	if err := c.tryStart(); err != nil {
+		t.Fatalf("coffer did not start: %v\n%s", err, c.log.String())
+	}
+}
+
+// tryStart runs `coffer run` and waits until it serves, or has exited.
+func (c *coffer) tryStart() error {
 	c.cmd = exec.Command(binary, "run")
 	c.cmd.Env = c.env
 	stdout, _ := c.cmd.StdoutPipe()
 	c.cmd.Stderr = c.log
 	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	ready := make(chan struct{})
+	ready, exited := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(exited)
 		sc := bufio.NewScanner(stdout)
+		serving := false
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "Coffer is running") {
+			if strings.HasPrefix(sc.Text(), "Coffer is running") && !serving {
 				close(ready)
+				serving = true
 			}
 		}
 	}()
 	select {
 	case <-ready:
+		return nil
+	case <-exited:
+		return fmt.Errorf("coffer exited: %v", c.cmd.Wait())
 	case <-time.After(90 * time.Second):
-		t.Fatalf("coffer did not start:\n%s", c.log.String())
+		return errors.New("not serving after 90 s")
 	}
 }
 
