@@ -2,6 +2,7 @@ package keystonetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -137,16 +138,9 @@ func (k *Keystone) RegisterDatabaseEndpoint(t testing.TB, base string) {
 // typ, creating it (named name) if there is none. Callers hold catalogMu,
 // so parallel tests never create two.
 func ensureService(ctx context.Context, admin *gophercloud.ServiceClient, typ, name, description string) (string, error) {
-	pages, err := services.List(admin, services.ListOpts{ServiceType: typ}).AllPages(ctx)
-	if err != nil {
-		return "", fmt.Errorf("list services: %w", err)
-	}
-	found, err := services.ExtractServices(pages)
-	if err != nil {
-		return "", fmt.Errorf("list services: %w", err)
-	}
-	if len(found) > 0 {
-		return found[0].ID, nil
+	id, err := serviceOfType(ctx, admin, typ)
+	if !errors.Is(err, errNoService) {
+		return id, err
 	}
 	s, err := services.Create(ctx, admin, services.CreateOpts{Type: typ, Name: name, Description: description}).Extract()
 	if err != nil {

@@ -2,6 +2,7 @@ package keystonetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -116,10 +117,13 @@ func serviceOfType(ctx context.Context, admin *gophercloud.ServiceClient, typ st
 		return "", fmt.Errorf("list %s services: %w", typ, err)
 	}
 	if len(found) == 0 {
-		return "", fmt.Errorf("no %s service in the catalog", typ)
+		return "", fmt.Errorf("%s service: %w", typ, errNoService)
 	}
 	return found[0].ID, nil
 }
+
+// errNoService is serviceOfType's answer for a type the catalog lacks.
+var errNoService = errors.New("not in the catalog")
 
 // unregister deletes a region's endpoints and then the region (Keystone
 // refuses to delete a region that endpoints still refer to); region ""
